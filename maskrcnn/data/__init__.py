@@ -1,0 +1,1 @@
+"""Data stage: COCO download, generated dataset, TFRecord conversion, tf.data input pipeline."""

@@ -1,0 +1,1 @@
+"""COCO evaluation (box and mask AP) and reports."""

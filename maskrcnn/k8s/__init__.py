@@ -1,0 +1,1 @@
+"""Kubernetes: MPIJob builder and runner, gated deploy with rollback."""

@@ -1,0 +1,1 @@
+"""Mask R-CNN with a ResNet-FPN backbone, one concept per module."""

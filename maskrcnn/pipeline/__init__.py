@@ -1,0 +1,1 @@
+"""The Kubeflow pipeline: compile, run locally, submit, schedule."""

@@ -1,0 +1,1 @@
+"""HTTP serving with the SageMaker Mask R-CNN JSON contract."""

@@ -1,0 +1,1 @@
+"""Training: custom tf.function loop, Horovod or single process, checkpoint/resume, export."""
