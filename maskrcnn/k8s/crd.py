@@ -38,8 +38,12 @@ POD_TEMPLATE_K8S_VERSION = "1.30"  # the kubernetes client pinned (30.x) speaks 
 _DNS1035_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 _MAX_LABEL = 63
 _REPLICA_TYPES = ("Launcher", "Worker")
-_RESTART_POLICIES = ("Always", "OnFailure", "Never", "ExitCode")
-_CLEAN_POD_POLICIES = ("All", "Running", "None")
+_LABEL_NAME = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")
+# mpi-operator's controller accepts only these (the CRD's schema does not list them).
+_RESTART_POLICIES = ("Never", "OnFailure")
+_CLEAN_POD_POLICIES = ("None", "Running", "All")
+_LAUNCHER_CREATION_POLICIES = ("AtStartup", "WaitForWorkersReady")
+_MANAGED_BY = ("kubeflow.org/mpi-operator", "kueue.x-k8s.io/multikueue")
 # Root metadata is ``type: object`` in the CRD (the API server validates it as ObjectMeta itself);
 # these are the ObjectMeta fields a client may send.
 _OBJECT_META = {
@@ -166,24 +170,18 @@ def _join(where: str, key: str) -> str:
 
 
 def controller_violations(manifest: dict) -> list[str]:
-    """The rules mpi-operator's controller enforces beyond the schema (its validation package)."""
+    """The rules mpi-operator v0.8.2's controller checks after defaulting (pkg/apis/kubeflow/validation),
+    plus the API server's ObjectMeta rules for labels (schema-valid jobs that would never start)."""
     problems: list[str] = []
     if manifest.get("apiVersion") != API_VERSION:
         problems.append(f"apiVersion: must be {API_VERSION}, got {manifest.get('apiVersion')!r}")
     if manifest.get("kind") != KIND:
         problems.append(f"kind: must be {KIND}, got {manifest.get('kind')!r}")
+    metadata = manifest.get("metadata") or {}
+    problems += _name_violations(manifest)
+    problems += label_violations(metadata.get("labels") or {}, "metadata.labels")
     spec = manifest.get("spec") or {}
     replica_specs = spec.get("mpiReplicaSpecs") or {}
-    workers = (replica_specs.get("Worker") or {}).get("replicas", 0) or 0
-    name = (manifest.get("metadata") or {}).get("name", "")
-    # Worker pods are addressed as <name>-worker-<i>, which must stay a valid DNS label.
-    longest_host = f"{name}-worker-{max(workers - 1, 0)}"
-    if not name or not _DNS1035_LABEL.match(name):
-        problems.append(f"metadata.name: {name!r} must be a DNS-1035 label (lower case letters, digits, '-', "
-                        "starting with a letter)")
-    elif len(longest_host) > _MAX_LABEL:
-        problems.append(f"metadata.name: {name!r} is too long: worker host name {longest_host!r} exceeds "
-                        f"{_MAX_LABEL} characters")
     for replica_type, replica in replica_specs.items():
         where = f"spec.mpiReplicaSpecs.{replica_type}"
         if replica_type not in _REPLICA_TYPES:
@@ -194,33 +192,67 @@ def controller_violations(manifest: dict) -> list[str]:
         policy = replica.get("restartPolicy")
         if policy is not None and policy not in _RESTART_POLICIES:
             problems.append(f"{where}.restartPolicy: Unsupported value {policy!r}: supported values: "
-                            + ", ".join(_RESTART_POLICIES))
+                            + ", ".join(map(repr, _RESTART_POLICIES)))
         replicas = replica.get("replicas")
-        if isinstance(replicas, int) and replicas < 0:
-            problems.append(f"{where}.replicas: must be >= 0")
-        containers = ((replica.get("template") or {}).get("spec") or {}).get("containers") or []
-        if not containers:
+        if replica_type == "Launcher" and replicas not in (None, 1):
+            problems.append(f"{where}.replicas: must be 1")
+        if replica_type == "Worker" and isinstance(replicas, int) and replicas < 1:
+            problems.append(f"{where}.replicas: must be greater than or equal to 1")
+        template = replica.get("template") or {}
+        if not ((template.get("spec") or {}).get("containers")):
             problems.append(f"{where}.template.spec.containers: Required value: at least one container")
+        problems += label_violations((template.get("metadata") or {}).get("labels") or {},
+                                     f"{where}.template.metadata.labels")
     if "Launcher" not in replica_specs:
         problems.append("spec.mpiReplicaSpecs.Launcher: Required value")
-    elif isinstance(replica_specs["Launcher"], dict) and replica_specs["Launcher"].get("replicas", 1) != 1:
-        problems.append("spec.mpiReplicaSpecs.Launcher.replicas: must be 1")
     slots = spec.get("slotsPerWorker", 1)
-    if isinstance(slots, int) and slots < 1:
-        problems.append("spec.slotsPerWorker: must be >= 1")
+    if isinstance(slots, int) and slots < 0:
+        problems.append("spec.slotsPerWorker: must be greater than or equal to 0")
     policy = spec.get("launcherCreationPolicy")
-    if policy is not None and policy not in ("AtStartup", "WaitForWorkersReady"):
+    if policy is not None and policy not in _LAUNCHER_CREATION_POLICIES:
         problems.append(f"spec.launcherCreationPolicy: Unsupported value {policy!r}: supported values: "
-                        "'AtStartup', 'WaitForWorkersReady'")
+                        + ", ".join(map(repr, _LAUNCHER_CREATION_POLICIES)))
     run_policy = spec.get("runPolicy") or {}
     clean = run_policy.get("cleanPodPolicy")
     if clean is not None and clean not in _CLEAN_POD_POLICIES:
         problems.append(f"spec.runPolicy.cleanPodPolicy: Unsupported value {clean!r}: supported values: "
                         + ", ".join(map(repr, _CLEAN_POD_POLICIES)))
+    managed_by = run_policy.get("managedBy")
+    if managed_by is not None and managed_by not in _MANAGED_BY:
+        problems.append(f"spec.runPolicy.managedBy: Unsupported value {managed_by!r}: supported values: "
+                        + ", ".join(map(repr, _MANAGED_BY)))
     for key in ("ttlSecondsAfterFinished", "activeDeadlineSeconds", "backoffLimit"):
         value = run_policy.get(key)
         if isinstance(value, int) and value < 0:
-            problems.append(f"spec.runPolicy.{key}: must be >= 0")
+            problems.append(f"spec.runPolicy.{key}: must be greater than or equal to 0")
+    return problems
+
+
+def _name_violations(manifest: dict) -> list[str]:
+    name = (manifest.get("metadata") or {}).get("name", "")
+    workers = ((manifest.get("spec") or {}).get("mpiReplicaSpecs") or {}).get("Worker") or {}
+    replicas = workers.get("replicas") if isinstance(workers.get("replicas"), int) else 1
+    # Worker pods get the host name <name>-worker-<i>, which must be a DNS-1035 label.
+    longest_host = f"{name}-worker-{max(replicas, 1) - 1}"
+    if not name or not _DNS1035_LABEL.match(name):
+        return [f"metadata.name: {name!r} must be a DNS-1035 label (lower case letters, digits and '-', "
+                "starting with a letter)"]
+    if len(longest_host) > _MAX_LABEL:
+        return [f"metadata.name: {name!r} is too long: worker host name {longest_host!r} exceeds "
+                f"{_MAX_LABEL} characters"]
+    return []
+
+
+def label_violations(labels: dict, where: str) -> list[str]:
+    """Kubernetes label syntax: ``[prefix/]name`` keys and values of at most 63 characters."""
+    problems = []
+    for key, value in labels.items():
+        prefix, _, name = str(key).rpartition("/")
+        if not _LABEL_NAME.match(name) or len(name) > _MAX_LABEL or len(prefix) > 253:
+            problems.append(f"{where}: invalid label key {key!r}")
+        if not isinstance(value, str) or (value and (not _LABEL_NAME.match(value) or len(value) > _MAX_LABEL)):
+            problems.append(f"{where}.{key}: invalid label value {value!r}: at most 63 characters, "
+                            "alphanumerics, '-', '_' or '.', starting and ending with an alphanumeric")
     return problems
 
 

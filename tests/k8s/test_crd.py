@@ -78,7 +78,7 @@ def test_every_violation_is_listed_in_one_error():
     assert "spec.mpiImplementation: Unsupported value 'LAM'" in text
     assert "spec.slotsPerWorker" in text
     assert "spec.runPolicy.cleanPodPolicy: Unsupported value 'Sometimes'" in text
-    assert "spec.runPolicy.backoffLimit: must be >= 0" in text
+    assert "spec.runPolicy.backoffLimit: must be greater than or equal to 0" in text
     assert "spec.mpiReplicaSpecs.Launcher.replicas: must be 1" in text
     assert "limits.nvidia.com/gpu" in text
     assert "\n" not in str(info.value), "the error is one line"
@@ -118,3 +118,16 @@ def test_schema_violations_do_not_modify_the_manifest():
     before = copy.deepcopy(manifest)
     crd.schema_violations(manifest)
     assert manifest == before
+
+
+def test_controller_rules_beyond_the_schema():
+    manifest = _minimal()
+    manifest["spec"]["mpiReplicaSpecs"]["Worker"]["restartPolicy"] = "Always"  # schema: any string
+    manifest["spec"]["mpiReplicaSpecs"]["Worker"]["replicas"] = 0
+    manifest["metadata"]["labels"]["pipelines.kubeflow.org/run-id"] = "x" * 64
+    with pytest.raises(crd.MPIJobValidationError) as info:
+        crd.validate_mpijob(manifest)
+    text = "\n".join(info.value.violations)
+    assert "Worker.restartPolicy: Unsupported value 'Always'" in text
+    assert "Worker.replicas: must be greater than or equal to 1" in text
+    assert "invalid label value" in text
