@@ -28,3 +28,23 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/pytest
+
+# Container images (images/<name>/Dockerfile, context = repository root): `make images`, then
+# `make push-images`. Defaults come from maskrcnn/images.py, the names every manifest and
+# component uses; override e.g. `make push-images REGISTRY=123.dkr.ecr.us-east-1.amazonaws.com/ml TAG=0.1.1`.
+REGISTRY ?= $(shell sed -n 's/^REGISTRY = "\(.*\)"/\1/p' maskrcnn/images.py)
+TAG ?= $(shell sed -n 's/^TAG = "\(.*\)"/\1/p' maskrcnn/images.py)
+IMAGES := data train serve pipeline
+DOCKER ?= docker
+DOCKER_BUILD_FLAGS ?= --platform linux/amd64
+# aws-ofi-nccl + libfabric in the training image (EFA); empty to leave them out.
+EFA_INSTALLER_VERSION ?= 1.38.0
+
+images: $(IMAGES:%=image-%)
+
+image-%: images/%/Dockerfile
+	$(DOCKER) build $(DOCKER_BUILD_FLAGS) $(if $(filter train,$*),--build-arg EFA_INSTALLER_VERSION=$(EFA_INSTALLER_VERSION)) \
+		-f images/$*/Dockerfile -t $(REGISTRY)/maskrcnn-$*:$(TAG) .
+
+push-images: images
+	$(foreach name,$(IMAGES),$(DOCKER) push $(REGISTRY)/maskrcnn-$(name):$(TAG) &&) true
