@@ -1,0 +1,309 @@
+"""``run_training``: the custom training loop, one code path for Horovod and a single process.
+
+Order of events (the order matters for resuming and for Horovod):
+1. the replica (Horovod or not), the data's class map -> ``NUM_CLASSES``, the schedule (global batch,
+   LR, steps) from ``maskrcnn.config.schedule``;
+2. the model is built on one batch, then the optimizer slots are created, so every variable exists;
+3. rank 0 restores the latest checkpoint (or, on a fresh start, loads the pretrained backbone), then
+   all of it (weights, momentum, loss scale, step, data position) is broadcast from rank 0;
+4. each rank skips the batches it already consumed and the loop runs to the last step, saving every
+   ``CHECKPOINT_EVERY`` steps and on SIGTERM, and stopping with a clear error on a NaN/Inf loss;
+5. rank 0 writes the effective config, class map, summary and the SavedModel export.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import signal
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import numpy as np
+import tensorflow as tf
+
+from maskrcnn import config as config_lib
+from maskrcnn.config import Config
+from maskrcnn.errors import UserError
+from maskrcnn.train.checkpoint import Checkpointer, TrainState
+from maskrcnn.train.distributed import Replica, init_replica
+from maskrcnn.train.loss_scale import DynamicLossScale
+from maskrcnn.train.lr_schedule import learning_rate
+from maskrcnn.train.optimizer import SGDMomentum
+from maskrcnn.train.summary import TrainReporter
+from maskrcnn.utils.io import atomic_write, read_json, write_json
+
+log = logging.getLogger(__name__)
+
+SIGTERM_EXIT_CODE = 143  # 128 + SIGTERM: an interrupted run must not look like a finished one
+
+
+class NonFiniteLossError(UserError):
+    """Training diverged: the loss became NaN or Inf."""
+
+
+# ----------------------------------------------------------------------------- inputs
+
+
+def resolve_shards_dir(data_dir: str | Path) -> Path:
+    """The folder holding the training split's ``manifest.json`` (``DIR`` or ``DIR/train2017``)."""
+    data_dir = Path(data_dir)
+    for candidate in (data_dir, data_dir / "train2017"):
+        if (candidate / "manifest.json").is_file():
+            return candidate
+    raise UserError(f"{data_dir}: no manifest.json; convert the data first with `maskrcnn data convert`")
+
+
+def config_for_data(cfg: Config, manifest: Mapping[str, Any]) -> Config:
+    """A new config whose NUM_CLASSES is the number of classes in the data's class map."""
+    class_map = manifest.get("class_map") or {}
+    if not class_map:
+        raise UserError("the shards' manifest.json has an empty class_map; re-run `maskrcnn data convert`")
+    ids = sorted(int(v["id"]) for v in class_map.values())
+    if ids != list(range(1, len(ids) + 1)):
+        raise UserError(f"the shards' class_map ids are not contiguous 1..{len(ids)}: {ids}")
+    return dataclasses.replace(cfg, NUM_CLASSES=len(ids))
+
+
+def apply_precision(cfg: Config) -> None:
+    """Set Keras' dtype policy for TRAIN.PRECISION (the model's layers read it when built)."""
+    tf.keras.mixed_precision.set_global_policy(
+        {"float32": "float32", "mixed_float16": "mixed_float16", "mixed_bfloat16": "mixed_bfloat16"}[cfg.TRAIN.PRECISION]
+    )
+
+
+# ----------------------------------------------------------------------------- the step
+
+
+def check_finite(step: int, losses: Mapping[str, float]) -> None:
+    """Raise NonFiniteLossError naming the step and the offending loss terms."""
+    bad = {k: v for k, v in losses.items() if not math.isfinite(v)}
+    if bad:
+        terms = ", ".join(f"{k}={v}" for k, v in sorted(bad.items()))
+        raise NonFiniteLossError(
+            f"loss is not finite at step {step} ({terms}); training stopped without saving this step. "
+            "Lower TRAIN.BASE_LR_PER_IMAGE, lengthen TRAIN.WARMUP_STEPS, set TRAIN.GRAD_CLIP_NORM, "
+            "or start from pretrained BACKBONE.WEIGHTS"
+        )
+
+
+def make_train_step(
+    model: tf.keras.Model,
+    optimizer: SGDMomentum,
+    loss_scale: DynamicLossScale,
+    state: TrainState,
+    replica: Replica,
+    lr_fn: Callable[[tf.Tensor], tf.Tensor],
+    *,
+    xla: bool,
+    input_signature: Any,
+) -> Callable[[Mapping[str, tf.Tensor]], tuple[dict[str, tf.Tensor], tf.Tensor]]:
+    """A tf.function doing one update; returns (losses averaged over processes, LR used).
+
+    With XLA the forward/backward pass is compiled (``jit_compile``) while the Horovod all-reduce,
+    which has no XLA kernel, stays outside the compiled cluster.
+    """
+    variables = model.trainable_variables
+    loss_fn = tf.function(model.compute_losses, jit_compile=True) if xla else model.compute_losses
+
+    @tf.function(input_signature=[input_signature])
+    def train_step(batch):
+        with tf.GradientTape() as tape:
+            losses = loss_fn(batch, training=True)
+            losses = {k: tf.cast(v, tf.float32) for k, v in losses.items()}
+            scaled = loss_scale.scale_loss(losses["total_loss"])
+        grads = replica.gradient_tape(tape).gradient(scaled, variables)
+        grads, finite = loss_scale.unscale(grads)
+        lr = lr_fn(state.step)
+        if loss_scale.enabled:
+            tf.cond(finite, lambda: optimizer.apply(grads, variables, lr), lambda: tf.constant(0.0))
+            loss_scale.update(finite)
+        else:
+            optimizer.apply(grads, variables, lr)
+        state.step.assign_add(1)
+        state.data_position.assign_add(1)
+        names = sorted(losses)
+        averaged = replica.mean(tf.stack([losses[k] for k in names]))
+        return {k: averaged[i] for i, k in enumerate(names)}, lr
+
+    return train_step
+
+
+# ----------------------------------------------------------------------------- SIGTERM
+
+
+class StopFlag:
+    """Set by SIGTERM; the loop checks it between steps, saves a checkpoint and returns."""
+
+    def __init__(self):
+        self.requested = False
+        self._previous = None
+
+    def __enter__(self) -> "StopFlag":
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGTERM, self._handle)
+        return self
+
+    def _handle(self, signum, frame) -> None:
+        log.warning("SIGTERM received: saving a checkpoint after this step and stopping")
+        self.requested = True
+
+    def __exit__(self, *exc) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGTERM, self._previous)
+
+
+# ----------------------------------------------------------------------------- run
+
+
+def _load_backbone(model: tf.keras.Model, cfg: Config) -> None:
+    from maskrcnn.model.backbone_weights import load_backbone_weights
+
+    report = load_backbone_weights(model, cfg.BACKBONE.WEIGHTS)
+    log.info("backbone weights %s: %s", cfg.BACKBONE.WEIGHTS, report)
+
+
+def _write_model_dir_files(model_dir: Path, cfg: Config, class_map: Mapping[str, Any]) -> None:
+    with atomic_write(model_dir / "config.yaml", "w") as f:
+        f.write(config_lib.to_yaml(cfg))
+    write_json(model_dir / "class_map.json", dict(class_map))
+
+
+def run_training(
+    cfg: Config,
+    data_dir: str | Path,
+    model_dir: str | Path,
+    *,
+    max_steps_this_run: int | None = None,
+    export: bool = True,
+) -> dict[str, Any]:
+    """Train (or resume) into ``model_dir``; returns the training summary (also written on rank 0).
+
+    ``max_steps_this_run`` stops after that many updates in this invocation (checkpointed, not
+    exported), for time-sliced jobs and tests; a rerun continues. The summary has ``interrupted``
+    true when SIGTERM or that limit ended the run early.
+    """
+    from maskrcnn.data.pipeline import build_dataset
+    from maskrcnn.model.mask_rcnn import MaskRCNN
+
+    started = time.time()
+    replica = init_replica()
+    model_dir = Path(model_dir)
+    shards_dir = resolve_shards_dir(data_dir)
+    manifest = read_json(shards_dir / "manifest.json")
+    cfg = config_for_data(cfg, manifest)
+    sched = config_lib.schedule(cfg, replica.size, int(manifest.get("num_images", 0)))
+    log.info(
+        "world size %d, global batch %d, peak LR %.4g, %d steps (%d per epoch), warmup %d, decay at %s",
+        sched.world_size, sched.global_batch, sched.learning_rate, sched.total_steps, sched.steps_per_epoch,
+        sched.warmup_steps, list(sched.decay_steps),
+    )
+    tf.keras.utils.set_random_seed(cfg.TRAIN.SEED + replica.rank)
+    apply_precision(cfg)
+
+    dataset = build_dataset(shards_dir, cfg, training=True, rank=replica.rank, world_size=replica.size, deterministic=True)
+    model = MaskRCNN(cfg)
+    first_batch = next(iter(dataset.take(1)))
+    model.compute_losses(first_batch, training=True)  # creates every variable before restore/broadcast
+    optimizer = SGDMomentum(
+        model.trainable_variables, momentum=cfg.TRAIN.MOMENTUM, weight_decay=cfg.TRAIN.WEIGHT_DECAY,
+        clip_norm=cfg.TRAIN.GRAD_CLIP_NORM,
+    )
+    loss_scale = DynamicLossScale(cfg.TRAIN.PRECISION == "mixed_float16")
+    state = TrainState()
+    checkpointer = Checkpointer(
+        model_dir, keep=cfg.TRAIN.CHECKPOINTS_KEPT, is_chief=replica.is_chief,
+        model=model, optimizer=optimizer, loss_scale=loss_scale, state=state,
+    )
+    restored = checkpointer.restore_latest()
+    if restored is None and replica.is_chief and cfg.BACKBONE.WEIGHTS not in ("", "none"):
+        _load_backbone(model, cfg)
+    replica.broadcast_from_chief(
+        [*model.variables, *optimizer.state, *loss_scale.state, *state.variables_to_broadcast]
+    )
+    start_step = int(state.step.numpy())
+    if start_step:
+        log.info("resuming from step %d (lr %.6g)", start_step, float(lr_at(start_step, sched, cfg)))
+    if replica.is_chief:
+        _write_model_dir_files(model_dir, cfg, manifest["class_map"])
+
+    lr_fn = lambda step: learning_rate(  # noqa: E731 - closes over the schedule
+        step, sched, warmup_factor=cfg.TRAIN.WARMUP_FACTOR, decay_factor=cfg.TRAIN.LR_DECAY_FACTOR
+    )
+    train_step = make_train_step(
+        model, optimizer, loss_scale, state, replica, lr_fn, xla=cfg.TRAIN.XLA, input_signature=dataset.element_spec,
+    )
+    batches = iter(dataset.skip(int(state.data_position.numpy())))
+    last_step = sched.total_steps
+    if max_steps_this_run is not None:
+        last_step = min(last_step, start_step + max_steps_this_run)
+
+    reporter = TrainReporter(model_dir, enabled=replica.is_chief, start_step=start_step, total_steps=sched.total_steps)
+    window: dict[str, list[float]] = {}
+    window_start, window_steps, timed_images, timed_seconds = time.time(), 0, 0, 0.0
+    step = start_step
+    interrupted = False
+    try:
+        with StopFlag() as stop:
+            while step < last_step:
+                losses, lr = train_step(next(batches))
+                step += 1
+                values = {k: float(v) for k, v in losses.items()}
+                check_finite(step, values)
+                for k, v in values.items():
+                    window.setdefault(k, []).append(v)
+                window_steps += 1
+                reporter.step(step, values["total_loss"], float(lr))
+                if step % cfg.TRAIN.LOG_EVERY == 0 or step == last_step:
+                    seconds = time.time() - window_start
+                    rate = window_steps * sched.global_batch / max(seconds, 1e-9)
+                    if step - start_step > window_steps:  # the first window includes tracing: not timed
+                        timed_images += window_steps * sched.global_batch
+                        timed_seconds += seconds
+                    reporter.log(step, {k: float(np.mean(v)) for k, v in window.items()}, float(lr), rate)
+                    window, window_start, window_steps = {}, time.time(), 0
+                if step % cfg.TRAIN.CHECKPOINT_EVERY == 0:
+                    checkpointer.save(step)
+                if replica.any(stop.requested):
+                    interrupted = True
+                    break
+    finally:
+        reporter.close()
+    if step < sched.total_steps:
+        interrupted = True
+    if step % cfg.TRAIN.CHECKPOINT_EVERY != 0 and step > start_step:
+        checkpointer.save(step)
+
+    wall = time.time() - started
+    if not timed_seconds:  # a run shorter than two logging windows: time all of it
+        timed_images, timed_seconds = (step - start_step) * sched.global_batch, wall
+    summary = {
+        "steps": step,
+        "total_steps": sched.total_steps,
+        "resumed_from_step": start_step,
+        "interrupted": interrupted,
+        "global_batch": sched.global_batch,
+        "world_size": sched.world_size,
+        "learning_rate": sched.learning_rate,
+        "images_per_second": round(timed_images / max(timed_seconds, 1e-9), 3),
+        "final_losses": reporter.curve[-1] if reporter.curve else {},
+        "wall_seconds": round(wall, 2),
+        "loss_curve": reporter.curve,
+    }
+    if replica.is_chief:
+        if export and not interrupted:
+            from maskrcnn.train.export import export_saved_model
+
+            summary["saved_model"] = str(export_saved_model(model, cfg, model_dir))
+        write_json(model_dir / "train_summary.json", summary)
+    return summary
+
+
+def lr_at(step: int, sched: config_lib.Schedule, cfg: Config) -> float:
+    """The LR of the update made after ``step`` updates (what a resumed run uses next)."""
+    return float(
+        learning_rate(step, sched, warmup_factor=cfg.TRAIN.WARMUP_FACTOR, decay_factor=cfg.TRAIN.LR_DECAY_FACTOR)
+    )
