@@ -91,6 +91,8 @@ def _evaluate_subset(task: tuple[str, list[int]]) -> tuple[str, list[int], dict[
     dt = gt.loadRes(_result_subset(iou_type, cat_ids))
     ev = COCOeval_faster(gt, dt, iou_type, print_function=log.debug)
     ev.params.catIds = list(cat_ids)
+    if _SHARED["image_ids"] is not None:
+        ev.params.imgIds = list(_SHARED["image_ids"])
     ev.evaluate()
     ev.accumulate()
     return iou_type, list(cat_ids), {k: np.asarray(ev.eval[k]) for k in ("precision", "recall", "scores")}
@@ -138,12 +140,14 @@ def evaluate_coco(
     detections: Sequence[Mapping[str, Any]],
     iou_types: Sequence[str] = IOU_TYPES,
     workers: int | None = None,
+    image_ids: Sequence[int] | None = None,
 ) -> dict[str, CocoEvalResult]:
     """COCO box/mask AP of ``detections`` against ``ground_truth`` (a ``load_ground_truth`` result).
 
     ``detections``: COCO results (``image_id``, ``category_id``, ``score``, ``bbox`` ``[x, y, w, h]``,
     ``segmentation`` compressed RLE); an empty list is valid (AP 0 where there is ground truth).
     ``workers``: processes (default: the usable cores); the result does not depend on it.
+    ``image_ids``: evaluate only these images (default: every ground-truth image).
     """
     for t in iou_types:
         if t not in IOU_TYPES:
@@ -162,7 +166,7 @@ def evaluate_coco(
     # Mask IoU costs more than box IoU: schedule it first.
     tasks = [(t, g) for t in sorted(iou_types, key=lambda t: t != "segm") for g in groups]
 
-    _SHARED.update(ground_truth=ground_truth, detections_by_category=by_category)
+    _SHARED.update(ground_truth=ground_truth, detections_by_category=by_category, image_ids=image_ids)
     try:
         if workers > 1 and len(tasks) > 1 and "fork" in multiprocessing.get_all_start_methods():
             with multiprocessing.get_context("fork").Pool(min(workers, len(tasks))) as pool:
