@@ -57,6 +57,23 @@ def _convert(args: argparse.Namespace) -> int:
     return 0
 
 
+def _download(args: argparse.Namespace) -> int:
+    from maskrcnn.data.download import download_coco
+
+    splits = [s.strip() for s in args.splits.split(",") if s.strip()]
+    out = download_coco(args.out, source=args.source, checksums=args.checksums, splits=splits,
+                        endpoint_url=args.endpoint_url, keep_archives=args.keep_archives)
+    print(out)
+    return 0
+
+
+def _mirror(args: argparse.Namespace) -> int:
+    from maskrcnn.data.mirror import make_mirror
+
+    print(make_mirror(args.coco_dir, args.out))
+    return 0
+
+
 def register(commands) -> None:
     """Add this stage's subcommands (see maskrcnn.cli.Commands)."""
     parser = commands.subcommand(
@@ -83,3 +100,23 @@ def register(commands) -> None:
     parser.add_argument("--workers", type=int, default=None, help="worker processes (default: CPU count)")
     parser.add_argument("--strict", action="store_true",
                         help="stop at the first bad image or annotation instead of skipping it")
+
+    parser = commands.subcommand(
+        "data", "download", "download, verify and extract COCO 2017 (resumable; a second run skips what is done)", _download
+    )
+    parser.add_argument("--out", required=True, help="COCO dir to fill (annotations/, train2017/, val2017/)")
+    parser.add_argument("--source", default=None, metavar="URL|s3://BUCKET/PREFIX|DIR",
+                        help="where the archives are (default: the official images.cocodataset.org)")
+    parser.add_argument("--checksums", default=None, metavar="FILE",
+                        help='JSON {archive: {"size": bytes, "md5": hex}} overriding the published values')
+    parser.add_argument("--splits", default="train2017,val2017", help="comma-separated splits to fetch")
+    parser.add_argument("--endpoint-url", default=None,
+                        help="S3-compatible endpoint for s3:// sources (default: AWS_ENDPOINT_URL or AWS)")
+    parser.add_argument("--keep-archives", action="store_true",
+                        help="keep the verified zips after extraction (default: delete them to save space)")
+
+    parser = commands.subcommand(
+        "data", "mirror", "pack a COCO dir into COCO's archive names + checksums.json (a --source for download)", _mirror
+    )
+    parser.add_argument("--coco-dir", required=True, help="COCO dir to pack (e.g. from `maskrcnn data synth`)")
+    parser.add_argument("--out", required=True, help="mirror folder to write")
