@@ -29,7 +29,6 @@ from PIL import Image
 from maskrcnn.data.tfrecord import bytes_list, encode_example, float_list, int64_list
 from maskrcnn.data.validate import Instance
 
-IMAGE_KEYS = ("image/encoded", "image/format", "image/height", "image/width", "image/filename", "image/source_id")
 BOX_KEYS = ("image/object/bbox/ymin", "image/object/bbox/xmin", "image/object/bbox/ymax", "image/object/bbox/xmax")
 MASK_PNG_COMPRESSION = 1     # binary masks compress well at any level; level 1 is the fastest
 
