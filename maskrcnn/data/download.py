@@ -124,7 +124,8 @@ def parse_checksums(obj: object, origin: str) -> dict[str, Expected]:
     return parsed
 
 
-def resolve_checksums(source: Source, checksums: str | os.PathLike | None, official: bool) -> dict[str, Expected]:
+def resolve_checksums(source: Source, checksums: str | os.PathLike | None, official: bool,
+                      retry: Retry = Retry()) -> dict[str, Expected]:
     """Published values, then the source's ``checksums.json`` (mirrors), then an explicit file."""
     expected = dict(PUBLISHED)
     if checksums is not None:
@@ -136,7 +137,7 @@ def resolve_checksums(source: Source, checksums: str | os.PathLike | None, offic
         except json.JSONDecodeError as e:
             raise UserError(f"checksums file {path} is not valid JSON: {e}") from None
     elif not official:
-        raw = _with_retries(lambda: source.read_optional(CHECKSUMS_FILE), source.location(CHECKSUMS_FILE), Retry())
+        raw = _with_retries(lambda: source.read_optional(CHECKSUMS_FILE), source.location(CHECKSUMS_FILE), retry)
         if raw is not None:
             where = source.location(CHECKSUMS_FILE)
             try:
@@ -169,7 +170,7 @@ def download_coco(
     names = archives_for(splits)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
-        expected = resolve_checksums(src, checksums, official)
+        expected = resolve_checksums(src, checksums, official, retry)
         for name in names:
             _ensure_extracted(src, name, expected[name], out_dir, keep_archives, retry)
     except OSError as e:

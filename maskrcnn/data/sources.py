@@ -24,7 +24,8 @@ from maskrcnn.errors import UserError
 
 log = logging.getLogger(__name__)
 
-CHUNK_BYTES = 1 << 20
+# Small enough that a dropped connection loses little (a short read discards its chunk).
+CHUNK_BYTES = 1 << 16
 # (connect, read) seconds: a dead connection fails in a minute, a slow one keeps going.
 HTTP_TIMEOUT_S = (10.0, 60.0)
 _CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")
@@ -112,7 +113,9 @@ class HttpSource(Source):
         except requests.exceptions.InvalidURL as e:
             raise UserError(f"invalid source URL {url}: {e}") from e
         except requests.RequestException as e:
-            raise TransientError(f"{url}: {e}") from e
+            # requests nests urllib3's retry error; its innermost reason is the readable part.
+            reason = getattr(e.args[0], "reason", e) if e.args else e
+            raise TransientError(f"{url}: {reason}") from e
 
     @staticmethod
     def _raise_for_status(response, url: str) -> None:
