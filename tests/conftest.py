@@ -27,3 +27,19 @@ def tiny_shards(synth_coco, tmp_path_factory) -> Path:
         convert(annotations=synth_coco / "annotations" / f"instances_{split}.json", images_dir=synth_coco / split,
                 out_dir=root / split, split=split, shards=shards, workers=1)
     return root
+
+
+TINY_MODEL_STEPS = 40
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tiny_shards, tmp_path_factory) -> Path:
+    """A model dir (``saved_model/``, ``class_map.json``, ``config.yaml``, ``checkpoints/``, ...) of the
+    ``tiny`` preset trained TINY_MODEL_STEPS steps on ``tiny_shards`` and exported. Do not modify it."""
+    from maskrcnn.config import get_config
+    from maskrcnn.train.loop import run_training
+
+    model_dir = tmp_path_factory.mktemp("tiny_model")
+    cfg = get_config("tiny", [f"TRAIN.MAX_STEPS={TINY_MODEL_STEPS}", "TRAIN.WARMUP_STEPS=10", "TRAIN.LOG_EVERY=10"])
+    run_training(cfg, tiny_shards / "train2017", model_dir)
+    return model_dir
