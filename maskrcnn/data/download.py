@@ -334,10 +334,13 @@ def extract_into_place(archive: Path, out_dir: Path, expected: Expected) -> Path
     _marker(out_dir, name).unlink(missing_ok=True)
     staging = out_dir / f".{name}.extracting"
     shutil.rmtree(staging, ignore_errors=True)
-    count = safe_extract(archive, staging, top_folder=folder)
-    if not (staging / folder).is_dir():
-        shutil.rmtree(staging)
-        raise UserError(f"{name} holds no {folder}/ folder: it is not a COCO 2017 archive; check --source")
+    try:
+        count = safe_extract(archive, staging, top_folder=folder)
+        if not (staging / folder).is_dir():
+            raise UserError(f"{name} holds no {folder}/ folder: it is not a COCO 2017 archive; check --source")
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
     final = out_dir / folder
     if final.exists():
         log.warning("%s: replacing %s, which was not completely extracted from this archive", name, final)
