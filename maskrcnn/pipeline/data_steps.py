@@ -15,6 +15,7 @@ import hashlib
 import logging
 import os
 import re
+import shutil
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -80,6 +81,12 @@ def download_step(*, source: str, data_root: str, data_volume: str = "") -> dict
     if cached:
         log.info("download: %s already holds a verified copy of %s; skipping", coco_dir, source or "COCO 2017")
     else:
+        if stamp:
+            # The copy changed since it was verified: the downloader's own extraction markers would
+            # still call it complete, so start from an empty folder.
+            log.warning("download: %s no longer matches %s; downloading again", coco_dir, stamp_path)
+            stamp_path.unlink()
+            shutil.rmtree(coco_dir, ignore_errors=True)
         from maskrcnn.data.download import download_coco
 
         coco_dir = Path(download_coco(coco_dir, source=source or None))
