@@ -15,8 +15,8 @@ Training batches (``B = cfg.TRAIN.BATCH_PER_GPU``, ``PH, PW = cfg.PREPROC.PAD_SI
 
 Evaluation batches (``B = cfg.TEST.BATCH_SIZE``) have ``images``, ``image_info`` and ``source_id``.
 
-Order and resume. Training reads an endless stream: shard files (and records) are reshuffled every
-epoch from ``cfg.TRAIN.SEED + rank``, and the random flip of the ``k``-th image of the stream is
+Order and resume. Training reads an endless stream of whole epochs: shard files and records are
+reshuffled every epoch from ``cfg.TRAIN.SEED + rank``, and the random flip of the ``k``-th image of the stream is
 drawn from ``(seed, k)``, so the stream is a pure function of the seed. ``skip_batches=n`` drops the
 first ``n * B`` records *before* decoding them and so continues exactly where a run that did ``n``
 steps stopped (the checkpointed step is the data position). ``deterministic=True`` also fixes the
@@ -56,20 +56,18 @@ def shard_files(shards_dir: str | os.PathLike) -> tuple[list[str], dict]:
 
 
 def _records(files: list[str], *, rank: int, world_size: int, shuffle_seed: int | None) -> tf.data.Dataset:
-    """This rank's serialized records; shuffled files and endless when ``shuffle_seed`` is set.
+    """One pass over this rank's serialized records; shard files in a new random order each pass
+    when ``shuffle_seed`` is set.
 
     Sharded by file when every rank gets at least one file (each reads only its files), else by
     record (every rank reads everything and keeps every ``world_size``-th record).
     """
-    by_file = len(files) >= world_size
-    if by_file:
-        files = files[rank::world_size]
+    if len(files) < world_size:
+        return tf.data.TFRecordDataset(files).shard(world_size, rank)
+    files = files[rank::world_size]
     if shuffle_seed is None:
-        records = tf.data.TFRecordDataset(files)
-        return records if by_file else records.shard(world_size, rank)
-    if not by_file:
-        return tf.data.TFRecordDataset(files).shard(world_size, rank).repeat()
-    names = tf.data.Dataset.from_tensor_slices(files).shuffle(len(files), seed=shuffle_seed).repeat()
+        return tf.data.TFRecordDataset(files)
+    names = tf.data.Dataset.from_tensor_slices(files).shuffle(len(files), seed=shuffle_seed)
     return names.interleave(tf.data.TFRecordDataset, cycle_length=min(len(files), _INTERLEAVE_FILES),
                             block_length=1, num_parallel_calls=AUTOTUNE, deterministic=True)
 
@@ -172,7 +170,10 @@ def build_dataset(
         seed = cfg.TRAIN.SEED + rank
         batch = cfg.TRAIN.BATCH_PER_GPU
         records = _records(files, rank=rank, world_size=world_size, shuffle_seed=seed)
-        records = records.shuffle(cfg.TRAIN.SHUFFLE_BUFFER, seed=seed).filter(_has_training_instance)
+        # Shuffle within the epoch, then repeat: epochs stay whole (every image once per epoch),
+        # and each one gets a new, seeded order.
+        buffer = min(cfg.TRAIN.SHUFFLE_BUFFER, -(-manifest["num_images"] // world_size))
+        records = records.shuffle(buffer, seed=seed).repeat().filter(_has_training_instance)
         records = records.enumerate().skip(skip_batches * batch)
         ds = records.map(lambda i, r: _train_example(i, r, cfg, seed), num_parallel_calls=AUTOTUNE)
         ds = ds.batch(batch, drop_remainder=True)
