@@ -23,7 +23,9 @@ Expected sizes and MD5s: the published values below, overridden by a mirror's ow
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import fcntl
 import hashlib
 import json
 import logging
@@ -32,7 +34,7 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
 from tqdm import tqdm
 
@@ -169,10 +171,10 @@ def download_coco(
     src = HttpSource(OFFICIAL_BASE_URL, OFFICIAL_PATHS) if official else open_source(source, endpoint_url=endpoint_url)
     names = archives_for(splits)
     try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        expected = resolve_checksums(src, checksums, official, retry)
-        for name in names:
-            _ensure_extracted(src, name, expected[name], out_dir, keep_archives, retry)
+        with _exclusive(out_dir):
+            expected = resolve_checksums(src, checksums, official, retry)
+            for name in names:
+                _ensure_extracted(src, name, expected[name], out_dir, keep_archives, retry)
     except OSError as e:
         if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EROFS, errno.EPERM):
             raise UserError(f"cannot write in {out_dir}: {e.strerror} ({e.filename}); free space or choose another --out") from e
@@ -180,6 +182,23 @@ def download_coco(
     _check_layout(out_dir, splits)
     log.info("COCO 2017 %s ready in %s", ", ".join(splits), out_dir)
     return out_dir
+
+
+@contextlib.contextmanager
+def _exclusive(out_dir: Path) -> Iterator[None]:
+    """Hold an advisory lock on ``out_dir`` so two downloads never write the same ``.part`` file.
+
+    ``flock`` is released by the kernel when the process ends, so a crash leaves no stale lock.
+    """
+    lock_path = out_dir / MARKER_DIR / "lock"
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_path, "w") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise UserError(f"another `maskrcnn data download` is writing into {out_dir}: "
+                            "wait for it to finish, or choose another --out") from None
+        yield
 
 
 def _ensure_extracted(src: Source, name: str, expected: Expected, out_dir: Path, keep: bool, retry: Retry) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import re
 import shutil
@@ -48,7 +49,7 @@ def _val_only(coco_dir: Path) -> dict[str, bytes]:
 def test_http_mirror_round_trip(server, coco_dir, tmp_path):
     out = download_coco(tmp_path / "out", source=server.url, retry=FAST)
     assert tree(out) == tree(coco_dir)  # archives and .part files are gone, folders identical
-    assert sorted(p.name for p in (out / ".download").iterdir()) == [
+    assert sorted(p.name for p in (out / ".download").glob("*.json")) == [
         "annotations_trainval2017.zip.json", "train2017.zip.json", "val2017.zip.json"]
 
 
@@ -267,6 +268,16 @@ def test_malformed_checksums_file_is_a_user_error(mirror, tmp_path, content, mes
     (tmp_path / "checksums.json").write_text(content)
     with pytest.raises(UserError, match=message):
         download_coco(tmp_path / "out", source=mirror, checksums=tmp_path / "checksums.json")
+
+
+def test_concurrent_download_into_same_dir_is_refused(mirror, tmp_path):
+    out = tmp_path / "out"
+    (out / ".download").mkdir(parents=True)
+    with open(out / ".download" / "lock", "w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)  # another download is running
+        with pytest.raises(UserError, match="another `maskrcnn data download` is writing into"):
+            download_coco(out, source=mirror)
+    download_coco(out, source=mirror)  # released: proceeds
 
 
 def test_unknown_split_is_a_user_error(mirror, tmp_path):
