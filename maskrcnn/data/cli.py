@@ -106,14 +106,14 @@ def register(commands) -> None:
     )
     parser.add_argument("--out", required=True, help="COCO dir to fill (annotations/, train2017/, val2017/)")
     parser.add_argument("--source", default=None, metavar="URL|s3://BUCKET/PREFIX|DIR",
-                        help="where the archives are (default: the official images.cocodataset.org)")
+                        help="where the archives are; none: the official images.cocodataset.org")
     parser.add_argument("--checksums", default=None, metavar="FILE",
                         help='JSON {archive: {"size": bytes, "md5": hex}} overriding the published values')
     parser.add_argument("--splits", default="train2017,val2017", help="comma-separated splits to fetch")
     parser.add_argument("--endpoint-url", default=None,
-                        help="S3-compatible endpoint for s3:// sources (default: AWS_ENDPOINT_URL or AWS)")
+                        help="S3-compatible endpoint for s3:// sources; none: AWS_ENDPOINT_URL, else AWS")
     parser.add_argument("--keep-archives", action="store_true",
-                        help="keep the verified zips after extraction (default: delete them to save space)")
+                        help="keep the verified zips after extraction instead of deleting them (they double the disk use)")
 
     parser = commands.subcommand(
         "data", "mirror", "pack a COCO dir into COCO's archive names + checksums.json (a --source for download)", _mirror

@@ -69,8 +69,8 @@ class Expected:
     origin: str
 
 
-# Published COCO 2017 archives (the same values in torchvision-style loaders, PaddleDetection,
-# MLPerf and cocodataset.org mirrors' md5sum lists).
+# Published COCO 2017 archives: sizes as served by images.cocodataset.org, MD5s as listed by
+# PaddleDetection, the R torchvision port and MLCommons' dataset scripts (they agree).
 PUBLISHED = {
     "train2017.zip": Expected(19_336_861_798, "cced6f7f71b7629ddf16f17bbcfab6b2", "published COCO 2017"),
     "val2017.zip": Expected(815_585_330, "442b8da7639aecaf257c1dceb8ba8c80", "published COCO 2017"),
@@ -176,8 +176,11 @@ def download_coco(
             for name in names:
                 _ensure_extracted(src, name, expected[name], out_dir, keep_archives, retry)
     except OSError as e:
-        if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EROFS, errno.EPERM):
-            raise UserError(f"cannot write in {out_dir}: {e.strerror} ({e.filename}); free space or choose another --out") from e
+        if e.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise UserError(f"disk full while writing {e.filename or out_dir}: free some space and run again "
+                            "(finished archives and folders are kept), or choose another --out") from e
+        if e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+            raise UserError(f"cannot write {e.filename or out_dir} ({e.strerror}): choose a writable --out") from e
         raise
     _check_layout(out_dir, splits)
     log.info("COCO 2017 %s ready in %s", ", ".join(splits), out_dir)
@@ -191,7 +194,10 @@ def _exclusive(out_dir: Path) -> Iterator[None]:
     ``flock`` is released by the kernel when the process ends, so a crash leaves no stale lock.
     """
     lock_path = out_dir / MARKER_DIR / "lock"
-    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        lock_path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"cannot create {out_dir} ({e.strerror}): choose a writable --out") from e
     with open(lock_path, "w") as lock:
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
