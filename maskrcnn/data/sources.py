@@ -99,7 +99,7 @@ class HttpSource(Source):
     def read_optional(self, name: str) -> bytes | None:
         url = self.location(name)
         with self._get(url, 0) as response:
-            if response.status_code == 404:
+            if response.status_code in (403, 404):  # S3-backed hosts answer 403 for a missing key
                 return None
             self._raise_for_status(response, url)
             return b"".join(_http_chunks(response, url))
@@ -167,6 +167,8 @@ class S3Source(Source):
         bucket, _, prefix = uri[len("s3://"):].partition("/")
         if not bucket:
             raise UserError(f"source {uri!r} names no bucket: use s3://BUCKET/PREFIX")
+        if not re.fullmatch(r"[A-Za-z0-9.\-_]{1,255}", bucket):
+            raise UserError(f"source {uri!r}: {bucket!r} is not a valid bucket name")
         self.bucket, self.prefix = bucket, prefix.strip("/")
         endpoint_url = endpoint_url or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
         config = Config(
@@ -206,7 +208,7 @@ class S3Source(Source):
         try:
             response = self._client.get_object(**self._request(name, 0))
         except Exception as e:
-            if _s3_error_code(e) in ("NoSuchKey", "404"):
+            if _s3_error_code(e) in ("NoSuchKey", "404", "AccessDenied", "403"):  # no s3:ListBucket: 403
                 return None
             raise self._translate(e, name) from e
         with contextlib.closing(response["Body"]) as body:
@@ -240,6 +242,8 @@ class S3Source(Source):
                 f"no AWS credentials to read {where}: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, "
                 "AWS_PROFILE, or run where an IAM role is attached"
             )
+        if isinstance(error, bx.ParamValidationError):
+            return UserError(f"invalid S3 location {where}: {' '.join(str(error).split())}")
         if isinstance(error, (bx.EndpointConnectionError, bx.ConnectionError, bx.HTTPClientError,
                               bx.ResponseStreamingError, bx.IncompleteReadError)):
             return TransientError(f"{where}: {error}")

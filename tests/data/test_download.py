@@ -243,6 +243,7 @@ def _free_port() -> int:
     ("ftp://example.org/coco", "unsupported source"),
     ("relative/missing-folder", "does not exist"),
     ("s3://", "names no bucket"),
+    ("s3://no spaces/coco", "not a valid bucket name"),
 ])
 def test_bad_source_is_a_user_error(tmp_path, source, message):
     with pytest.raises(UserError, match=message):
