@@ -113,7 +113,8 @@ def start(*, model_dir: Path, port: int, state_dir: Path, extra: dict[str, Any],
     state_dir.mkdir(parents=True, exist_ok=True)
     log_path = state_dir / "server.log"
     url = f"http://127.0.0.1:{port}"
-    argv = [sys.executable, "-m", "maskrcnn.cli", "serve", "--model-dir", str(model_dir), "--port", str(port)]
+    argv = [sys.executable, "-m", "maskrcnn.cli", "serve", "--model-dir", str(model_dir), "--host", "127.0.0.1",
+            "--port", str(port)]
     log.info("starting the local server: %s (log %s)", " ".join(argv), log_path)
     with open(log_path, "ab") as log_file:
         # Detached: its own session, no inherited pipes, so it outlives this step and the run.

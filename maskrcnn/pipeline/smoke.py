@@ -46,16 +46,20 @@ def check_annotation(annotation: Mapping[str, Any], *, height: int, width: int, 
         raise SmokeFailure("segmentation counts must be run lengths summing to height x width")
 
 
-def smoke_request(url: str, image_path: Path, class_map: Mapping[str, Mapping[str, Any]], timeout: float = 120.0) -> dict[str, Any]:
+def smoke_request(url: str, image_path: Path, class_map: Mapping[str, Mapping[str, Any]], *,
+                  score_threshold: float = 0.05, timeout: float = 120.0) -> dict[str, Any]:
     """Send one image, check the answer, return ``{"status", "annotations", "latency_ms", "image"}``.
 
-    ``class_map`` is the model's ``{coco_id: {"id", "name"}}``.
+    ``class_map`` is the model's ``{coco_id: {"id", "name"}}``. The low ``score_threshold`` (the
+    model's own test threshold, not the API's 0.5 default) makes a briefly trained model still
+    return annotations, so their encoding is checked too.
     """
     import requests
 
     with Image.open(image_path) as image:
         width, height = image.size
-    body = {"img_id": image_path.name, "img_data": base64.b64encode(image_path.read_bytes()).decode()}
+    body = {"img_id": image_path.name, "img_data": base64.b64encode(image_path.read_bytes()).decode(),
+            "score_threshold": score_threshold}
     started = time.perf_counter()
     response = requests.post(f"{url.rstrip('/')}/invocations", json=body, timeout=timeout)
     latency_ms = (time.perf_counter() - started) * 1000
