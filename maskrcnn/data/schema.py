@@ -20,24 +20,40 @@ them out of training targets).
 
 from __future__ import annotations
 
-import io
+import struct
+import zlib
 from typing import Sequence
 
 import numpy as np
-from PIL import Image
 
 from maskrcnn.data.tfrecord import bytes_list, encode_example, float_list, int64_list
 from maskrcnn.data.validate import Instance
 
 BOX_KEYS = ("image/object/bbox/ymin", "image/object/bbox/xmin", "image/object/bbox/ymax", "image/object/bbox/xmax")
-MASK_PNG_COMPRESSION = 1     # binary masks compress well at any level; level 1 is the fastest
+MASK_PNG_COMPRESSION = 1     # zlib level: binary masks compress well at any level; 1 is the fastest
 
 
 def mask_png(mask: np.ndarray) -> bytes:
-    """A 1-bit PNG of a {0, 1} mask ``[H, W]`` (decodes to 0/255 in TF: test ``> 0``)."""
-    out = io.BytesIO()
-    Image.fromarray(np.asarray(mask, dtype=bool)).save(out, format="PNG", compress_level=MASK_PNG_COMPRESSION)
-    return out.getvalue()
+    """A 1-bit grayscale PNG of a {0, 1} mask ``[H, W]`` (decodes to 0/255 in TF and 0/1 in Pillow: test ``> 0``).
+
+    Written directly (IHDR, one zlib IDAT of unfiltered rows, IEND) rather than through Pillow,
+    whose PNG encoder spends ~0.8 ms per 640x480 mask on overhead while zlib needs ~0.05 ms: masks
+    are most of the converter's work. Readers see an ordinary PNG.
+    """
+    height, width = mask.shape
+    rows = np.packbits(np.ascontiguousarray(mask, dtype=np.uint8), axis=1)     # MSB-first bits, as PNG
+    raw = np.concatenate([np.zeros((height, 1), np.uint8), rows], axis=1)     # filter type 0 per row
+    header = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)            # 1 bit, grayscale
+    return b"".join([_PNG_SIGNATURE, _png_chunk(b"IHDR", header),
+                     _png_chunk(b"IDAT", zlib.compress(raw.tobytes(), MASK_PNG_COMPRESSION)),
+                     _png_chunk(b"IEND", b"")])
+
+
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def _png_chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
 
 def encode_record(

@@ -137,16 +137,14 @@ def check_instance(ann: dict, width: int, height: int, class_map: dict[int, tupl
     box = check_box(ann.get("bbox"), width, height)
     try:
         rle = segmentation_rle(ann.get("segmentation"), width, height)
+        mask_area = float(mask_utils.area(rle))
+        if mask_area == 0:
+            raise BadItem("degenerate_polygon", "segmentation has zero area")
         mask = mask_utils.decode(rle)
     except BadItem:
         raise
     except Exception as e:            # pycocotools raises bare Exceptions on malformed input
         raise BadItem("bad_rle", f"segmentation cannot be decoded ({e})") from None
-    if mask.ndim == 3:                # a list of RLEs decodes to [H, W, N]
-        mask = mask.max(axis=2)
-    if not mask.any():
-        raise BadItem("degenerate_polygon", "segmentation has zero area")
     area = ann.get("area")
-    if not (_finite([area]) and area > 0):
-        area = float(mask.sum())
-    return Instance(category_id, box, bool(ann.get("iscrowd", 0)), float(area), mask)
+    return Instance(category_id, box, bool(ann.get("iscrowd", 0)),
+                    float(area) if _finite([area]) and area > 0 else mask_area, mask)
