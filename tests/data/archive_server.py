@@ -28,6 +28,7 @@ class ArchiveServer:
     Fault switches (each applies to the next responses for that file name):
     ``cut_after[name] = n`` sends the full headers but only ``n`` body bytes, then drops the
     connection (once); ``corrupt[name] = k`` flips a byte in the next ``k`` bodies;
+    ``unavailable[name] = k`` answers the next ``k`` requests with 503 Service Unavailable;
     ``ignore_range = True`` answers every request with 200 and the whole file, as some servers do.
     """
 
@@ -36,6 +37,7 @@ class ArchiveServer:
         self.requests: list[Served] = []
         self.cut_after: dict[str, int] = {}
         self.corrupt: dict[str, int] = {}
+        self.unavailable: dict[str, int] = {}
         self.ignore_range = False
         self._lock = threading.Lock()
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
@@ -89,6 +91,9 @@ def _handler_for(server: ArchiveServer):
             range_header = self.headers.get("Range")
             if not file.is_file():
                 self._reply(path, range_header, 404, b"not found")
+                return
+            if server.take(server.unavailable, name):
+                self._reply(path, range_header, 503, b"busy")
                 return
             data = file.read_bytes()
             if server.take(server.corrupt, name):

@@ -95,6 +95,17 @@ def test_server_ignoring_range_restarts_from_zero(server, coco_dir, tmp_path):
     assert tree(out) == _val_only(coco_dir)
 
 
+def test_busy_server_is_retried(server, coco_dir, tmp_path):
+    server.unavailable["val2017.zip"] = 2
+    download_coco(tmp_path / "out", source=server.url, splits=["val2017"], retry=FAST)
+    assert [r.status for r in server.requests_for("val2017.zip")] == [503, 503, 200]
+    assert tree(tmp_path / "out") == _val_only(coco_dir)
+
+    server.unavailable["val2017.zip"] = 3  # as many failures as attempts: give up with a clear error
+    with pytest.raises(UserError, match=r"could not download val2017\.zip after 3 attempts .*HTTP 503"):
+        download_coco(tmp_path / "out2", source=server.url, splits=["val2017"], retry=FAST)
+
+
 def test_corrupted_archive_is_fetched_again_once(server, coco_dir, tmp_path, caplog):
     server.corrupt["val2017.zip"] = 1
     download_coco(tmp_path / "out", source=server.url, splits=["val2017"], retry=FAST)
