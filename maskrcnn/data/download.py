@@ -120,7 +120,7 @@ def parse_checksums(obj: object, origin: str) -> dict[str, Expected]:
         size = entry.get("size") if isinstance(entry, dict) else None
         md5 = entry.get("md5") if isinstance(entry, dict) else None
         valid_md5 = isinstance(md5, str) and len(md5) == 32 and all(c in "0123456789abcdef" for c in md5.lower())
-        if not isinstance(size, int) or isinstance(size, bool) or size < 0 or not valid_md5:
+        if not isinstance(size, int) or isinstance(size, bool) or size <= 0 or not valid_md5:
             raise UserError(f"{origin}: entry {name!r} must be {{\"size\": <bytes>, \"md5\": <32 hex digits>}}, got {entry!r}")
         parsed[name] = Expected(size, md5.lower(), origin)
     return parsed
@@ -310,7 +310,7 @@ def _transfer(src: Source, name: str, part_path: Path, expected: Expected, retry
                         f"the source, then run again: it resumes from the {part.size} bytes in {part_path}"
                     ) from e
                 wait = retry.wait_s(failures)
-                log.warning("%s: %s; retrying in %.0f s (attempt %d of %d)", name, e, wait, failures + 1, retry.attempts)
+                log.warning("%s: %s; retrying in %.1f s (attempt %d of %d)", name, e, wait, failures + 1, retry.attempts)
                 time.sleep(wait)
     return part.size, part.md5.hexdigest()
 
