@@ -292,6 +292,14 @@ def test_concurrent_download_into_same_dir_is_refused(mirror, tmp_path):
     download_coco(out, source=mirror)  # released: proceeds
 
 
+def test_too_little_disk_space_is_a_user_error(mirror, tmp_path, monkeypatch):
+    usage = shutil.disk_usage(tmp_path)
+    monkeypatch.setattr(shutil, "disk_usage", lambda _: usage._replace(free=100))
+    with pytest.raises(UserError, match=r"not enough disk space for annotations_trainval2017\.zip: .*choose another --out"):
+        download_coco(tmp_path / "out", source=mirror)
+    assert not (tmp_path / "out" / "annotations_trainval2017.zip.part").exists()
+
+
 def test_unknown_split_is_a_user_error(mirror, tmp_path):
     with pytest.raises(UserError, match="unknown split"):
         download_coco(tmp_path / "out", source=mirror, splits=["test2017"])
