@@ -47,7 +47,7 @@ def maskrcnn_pipeline(
     source: str = "",
     data_volume: str = "maskrcnn-data",
     namespace: str = "maskrcnn",
-    aws_secret: str = "aws-credentials",
+    aws_secret: str = "maskrcnn-aws-credentials",
     preset: str = "r50-fpn-1x",
     config_overrides: List[str] = ["BACKBONE.WEIGHTS=/data/pretrained/ImageNet-R50-AlignPadding.npz"],
     nodes: int = 2,

@@ -58,7 +58,7 @@ def _submit(args: argparse.Namespace) -> int:
 
     package, params = _package_and_params(args)
     result = submit(host=args.host, package=package, params=params, experiment=args.experiment,
-                    run_name=args.run_name, namespace=args.namespace)
+                    run_name=args.run_name, namespace=args.namespace, service_account=args.service_account)
     print(json.dumps(result, indent=2))
     return 0
 
@@ -70,7 +70,7 @@ def _schedule(args: argparse.Namespace) -> int:
     package, params = _package_and_params(args)
     result = schedule(host=args.host, package=package, params=params, experiment=args.experiment, name=args.name,
                       cron=args.cron, max_concurrency=args.max_concurrency, catchup=args.catchup,
-                      namespace=args.namespace)
+                      namespace=args.namespace, service_account=args.service_account)
     print(json.dumps(result, indent=2))
     return 0
 
@@ -79,6 +79,9 @@ def _add_server_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", required=True, help="KFP API address, e.g. http://127.0.0.1:8080 after a port-forward")
     parser.add_argument("--experiment", default="maskrcnn", help="KFP experiment (created if missing)")
     parser.add_argument("--namespace", default=None, help="KFP profile namespace (multi-user installs)")
+    parser.add_argument("--service-account", default=None,
+                        help="service account of the run's steps; it must be allowed to create MPIJobs and "
+                             "Deployments in the pipeline's namespace (manifests/base/rbac.yaml: maskrcnn-runner)")
     parser.add_argument("--package", default=None, help="compiled pipeline YAML (default: the committed pipelines/maskrcnn_pipeline.yaml)")
     parser.add_argument("params", nargs="*", metavar="NAME=VALUE",
                         help="pipeline parameters, e.g. nodes=4 source=s3://bucket/coco (lists/dicts as JSON)")

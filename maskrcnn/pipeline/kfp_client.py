@@ -180,20 +180,22 @@ def upload(client, host: str, package: Path, name: str = PIPELINE_NAME) -> Pipel
 
 
 def submit(*, host: str, package: Path, params: Mapping[str, Any], experiment: str, run_name: str,
-           namespace: str | None = None) -> dict[str, str]:
+           namespace: str | None = None, service_account: str | None = None) -> dict[str, str]:
     """Upload the package and start one run; returns ids and the run's UI link."""
     client = connect(host, namespace)
     version = upload(client, host, package)
     with api_errors(host, "run creation"):
         experiment_id = client.create_experiment(name=experiment, namespace=namespace).experiment_id
         run = client.run_pipeline(experiment_id=experiment_id, job_name=run_name, params=dict(params),
-                                  pipeline_id=version.pipeline_id, version_id=version.version_id)
+                                  pipeline_id=version.pipeline_id, version_id=version.version_id,
+                                  service_account=service_account)
     return {"run_id": run.run_id, "pipeline_id": version.pipeline_id, "version": version.version_name,
             "url": f"{host.rstrip('/')}/#/runs/details/{run.run_id}"}
 
 
 def schedule(*, host: str, package: Path, params: Mapping[str, Any], experiment: str, name: str, cron: str,
-             max_concurrency: int = 1, catchup: bool = False, namespace: str | None = None) -> dict[str, str]:
+             max_concurrency: int = 1, catchup: bool = False, namespace: str | None = None,
+             service_account: str | None = None) -> dict[str, str]:
     """Upload the package and create a recurring run on a 6-field cron schedule (one at a time, no catch-up by default)."""
     cron = check_cron(cron)
     if max_concurrency < 1:
@@ -205,7 +207,7 @@ def schedule(*, host: str, package: Path, params: Mapping[str, Any], experiment:
         recurring = client.create_recurring_run(
             experiment_id=experiment_id, job_name=name, cron_expression=cron, max_concurrency=max_concurrency,
             no_catchup=not catchup, params=dict(params), pipeline_id=version.pipeline_id,
-            version_id=version.version_id, enabled=True,
+            version_id=version.version_id, enabled=True, service_account=service_account,
         )
     return {"recurring_run_id": recurring.recurring_run_id, "pipeline_id": version.pipeline_id,
             "version": version.version_name, "cron": cron,

@@ -41,9 +41,11 @@ def test_submit_uploads_the_package_and_starts_a_run(kfp_api, capsys):
 def test_resubmitting_the_same_package_reuses_its_version(kfp_api, capsys):
     assert _run(capsys, "pipeline", "submit", "--host", kfp_api.url)[0] == 0
     versions = len(kfp_api.versions)
-    assert _run(capsys, "pipeline", "submit", "--host", kfp_api.url, "--run-name", "second")[0] == 0
+    assert _run(capsys, "pipeline", "submit", "--host", kfp_api.url, "--run-name", "second",
+                "--service-account", "maskrcnn-runner")[0] == 0
     assert len(kfp_api.versions) == versions
     assert len(kfp_api.runs) == 2 and kfp_api.runs[1]["display_name"] == "second"
+    assert kfp_api.runs[1]["service_account"] == "maskrcnn-runner" and "service_account" not in kfp_api.runs[0]
     assert kfp_api.runs[0]["pipeline_version_reference"] == kfp_api.runs[1]["pipeline_version_reference"]
     assert len(kfp_api.experiments) == 1
 
