@@ -10,7 +10,6 @@ so a chain of links cannot lead out either.
 
 from __future__ import annotations
 
-import logging
 import os
 import posixpath
 import shutil
@@ -22,7 +21,6 @@ from tqdm import tqdm
 
 from maskrcnn.errors import UserError
 
-log = logging.getLogger(__name__)
 
 
 def safe_extract(archive: str | os.PathLike, dest: str | os.PathLike, *, top_folder: str | None = None) -> int:
@@ -39,6 +37,7 @@ def safe_extract(archive: str | os.PathLike, dest: str | os.PathLike, *, top_fol
             links = {info.filename: _link_target(zf, info) for info in members if _is_symlink(info)}
             for info in members:
                 _check_member(archive, info, links.get(info.filename), top_folder)
+            dest.mkdir(parents=True, exist_ok=True)
             _check_free_space(archive, dest, sum(info.file_size for info in members))
             return _write_members(zf, members, links, archive, dest)
     except zipfile.BadZipFile as e:
@@ -79,7 +78,6 @@ def _check_member(archive: Path, info: zipfile.ZipInfo, link_target: str | None,
 
 
 def _check_free_space(archive: Path, dest: Path, needed: int) -> None:
-    dest.mkdir(parents=True, exist_ok=True)
     free = shutil.disk_usage(dest).free
     if needed > free:
         raise UserError(f"not enough disk space to extract {archive.name}: needs {needed / 1e9:.1f} GB, "

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import abc
 import contextlib
-import logging
 import os
 import re
 from dataclasses import dataclass
@@ -22,7 +21,6 @@ from typing import Iterator, Mapping
 
 from maskrcnn.errors import UserError
 
-log = logging.getLogger(__name__)
 
 # Small enough that a dropped connection loses little (a short read discards its chunk).
 CHUNK_BYTES = 1 << 16
