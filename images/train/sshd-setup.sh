@@ -5,20 +5,21 @@
 # (/home/USER/.ssh: id_rsa, id_rsa.pub, authorized_keys). The launcher's mpirun reaches every
 # worker with ssh; each worker runs `/usr/sbin/sshd -De -f /home/USER/.sshd_config` as USER.
 #
-# Usage: sshd-setup.sh USER PORT
+# Usage: sshd-setup.sh USER PORT [ROOT]   (ROOT: a prefix for every path, for tests; default /)
 set -euo pipefail
 
 user="$1"
 port="$2"
-home="/home/${user}"
+root="${3:-}"
+home="/home/${user}"        # as the container sees it (inside sshd's config)
 
 # Keys generated when openssh-server was installed would be identical in every container of
 # every job (and public once the image is pushed): the per-job mounted key is the host key.
-rm -f /etc/ssh/ssh_host_*
+rm -f "${root}"/etc/ssh/ssh_host_*
 
 # Client side (launcher): workers are fresh pods with fresh keys on every run, so there is no
 # known host to check, and the mounted .ssh folder is read-only (no known_hosts writes).
-cat > /etc/ssh/ssh_config.d/mpi-operator.conf <<CONF
+cat > "${root}/etc/ssh/ssh_config.d/mpi-operator.conf" <<CONF
 Host *
     Port ${port}
     StrictHostKeyChecking no
@@ -36,7 +37,7 @@ session_env=$(env | grep -E '^(PATH|LD_LIBRARY_PATH|LIBRARY_PATH|OPAL_PREFIX|PYT
 
 # Server side (workers): a non-root sshd can only log in its own user, which is all MPI needs.
 # StrictModes no: the mounted key files belong to root with group read (the Secret volume).
-cat > "${home}/.sshd_config" <<CONF
+cat > "${root}${home}/.sshd_config" <<CONF
 Port ${port}
 PidFile ${home}/sshd.pid
 HostKey ${home}/.ssh/id_rsa
@@ -50,4 +51,4 @@ UsePAM no
 PrintMotd no
 SetEnv ${session_env}
 CONF
-chown "${user}:${user}" "${home}/.sshd_config"
+chown "${user}:" "${root}${home}/.sshd_config"
