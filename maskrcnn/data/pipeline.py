@@ -92,10 +92,14 @@ def _image_and_info(features: dict, cfg: Config) -> tuple[tf.Tensor, tf.Tensor, 
     return image, info, resized_h, resized_w
 
 
-def _finish_image(image: tf.Tensor, resized_h: tf.Tensor, resized_w: tf.Tensor, cfg: Config) -> tf.Tensor:
-    resized = tf.image.resize(image, tf.stack([resized_h, resized_w]), method="bilinear")
-    padded = preprocess.normalize_and_pad(resized, cfg.PREPROC.PIXEL_MEAN, cfg.PREPROC.PIXEL_STD, cfg.PREPROC.PAD_SIZE)
-    return tf.ensure_shape(padded, [*cfg.PREPROC.PAD_SIZE, 3])
+def _normalized_resized(image: tf.Tensor, resized_h: tf.Tensor, resized_w: tf.Tensor, cfg: Config) -> tf.Tensor:
+    """uint8 ``[H, W, 3]`` -> normalized float32 ``[resized_h, resized_w, 3]``.
+
+    Normalizing before resizing gives the same result (bilinear weights sum to 1, so the per-channel
+    affine map commutes with resizing) on ~3x fewer pixels when COCO images are upscaled to 800.
+    """
+    normalized = preprocess.normalize(image, cfg.PREPROC.PIXEL_MEAN, cfg.PREPROC.PIXEL_STD)
+    return tf.image.resize(normalized, tf.stack([resized_h, resized_w]), method="bilinear")
 
 
 def _source_id(features: dict) -> tf.Tensor:
@@ -105,7 +109,7 @@ def _source_id(features: dict) -> tf.Tensor:
 def _eval_example(record: tf.Tensor, cfg: Config) -> dict:
     features = _parse(record)
     image, info, resized_h, resized_w = _image_and_info(features, cfg)
-    return {"images": _finish_image(image, resized_h, resized_w, cfg), "image_info": info,
+    return {"images": _normalized_resized(image, resized_h, resized_w, cfg), "image_info": info,
             "source_id": _source_id(features)}
 
 
@@ -129,14 +133,23 @@ def _train_example(index: tf.Tensor, record: tf.Tensor, cfg: Config, seed: int) 
 
     resized = tf.cast(tf.stack([resized_h, resized_w, resized_h, resized_w]), tf.float32)
     return {
-        "images": _finish_image(image, resized_h, resized_w, cfg),
+        "images": _normalized_resized(image, resized_h, resized_w, cfg),
         "image_info": info,
         "source_id": _source_id(features),
-        "gt_boxes": preprocess.pad_first_dim(tf.ensure_shape(boxes * resized, [None, 4]), max_instances),
-        "gt_classes": preprocess.pad_first_dim(tf.ensure_shape(classes, [None]), max_instances),
-        "gt_masks": preprocess.pad_first_dim(tf.ensure_shape(masks, [None, mask_size, mask_size]), max_instances),
+        "gt_boxes": boxes * resized,
+        "gt_classes": classes,
+        "gt_masks": masks,
         "num_gt": tf.cast(tf.shape(keep)[0], tf.int32),
     }
+
+
+def _padded_shapes(cfg: Config, training: bool) -> dict:
+    """Shapes ``padded_batch`` zero-pads each element to (one copy: padding and batching at once)."""
+    shapes = {"images": [*cfg.PREPROC.PAD_SIZE, 3], "image_info": [5], "source_id": []}
+    if training:
+        m, s = cfg.PREPROC.MAX_INSTANCES, cfg.PREPROC.GT_MASK_SIZE
+        shapes.update(gt_boxes=[m, 4], gt_classes=[m], gt_masks=[m, s, s], num_gt=[])
+    return shapes
 
 
 def build_dataset(
@@ -176,11 +189,11 @@ def build_dataset(
         records = records.shuffle(buffer, seed=seed).repeat().filter(_has_training_instance)
         records = records.enumerate().skip(skip_batches * batch)
         ds = records.map(lambda i, r: _train_example(i, r, cfg, seed), num_parallel_calls=AUTOTUNE)
-        ds = ds.batch(batch, drop_remainder=True)
+        ds = ds.padded_batch(batch, _padded_shapes(cfg, training), drop_remainder=True)
     else:
         records = _records(files, rank=rank, world_size=world_size, shuffle_seed=None)
         ds = records.map(lambda r: _eval_example(r, cfg), num_parallel_calls=AUTOTUNE)
-        ds = ds.batch(cfg.TEST.BATCH_SIZE)
+        ds = ds.padded_batch(cfg.TEST.BATCH_SIZE, _padded_shapes(cfg, training))
     if synthetic:
         ds = ds.take(1).cache().repeat()
     return ds.prefetch(AUTOTUNE).with_options(options)

@@ -24,10 +24,9 @@ def resized_size(height: tf.Tensor, width: tf.Tensor, short_size: int, max_size:
     return resized_h, resized_w, scale
 
 
-def normalize_and_pad(image: tf.Tensor, mean: Sequence[float], std: Sequence[float], pad_size: Sequence[int]) -> tf.Tensor:
-    """float32 ``[h, w, 3]`` (0-255 RGB) -> ``(image - mean) / std`` zero-padded bottom/right to ``pad_size``."""
-    image = (image - tf.constant(mean, tf.float32)) / tf.constant(std, tf.float32)
-    return tf.image.pad_to_bounding_box(image, 0, 0, pad_size[0], pad_size[1])
+def normalize(image: tf.Tensor, mean: Sequence[float], std: Sequence[float]) -> tf.Tensor:
+    """uint8 or float ``[h, w, 3]`` RGB (0-255) -> float32 ``(image - mean) / std``."""
+    return (tf.cast(image, tf.float32) - tf.constant(mean, tf.float32)) * tf.constant([1.0 / v for v in std], tf.float32)
 
 
 def flip_normalized_boxes(boxes: tf.Tensor) -> tf.Tensor:
@@ -54,23 +53,15 @@ def aligned_crop_boxes(boxes: tf.Tensor, height: tf.Tensor, width: tf.Tensor, si
 
 
 def decode_masks(pngs: tf.Tensor) -> tf.Tensor:
-    """``[N]`` PNG strings (full image size) -> float32 ``[N, H, W, 1]`` in {0, 1} (nonzero = object)."""
+    """``[N]`` PNG strings (full image size) -> uint8 ``[N, H, W, 1]`` in {0, 1} (nonzero = object)."""
     masks = tf.map_fn(lambda png: tf.io.decode_png(png, channels=1), pngs,
                       fn_output_signature=tf.TensorSpec([None, None, 1], tf.uint8))
-    return tf.cast(masks > 0, tf.float32)
+    return tf.minimum(masks, 1)
 
 
 def box_masks(masks: tf.Tensor, boxes: tf.Tensor, size: int) -> tf.Tensor:
-    """Full-image masks ``[N, H, W, 1]`` cropped to their pixel boxes ``[N, 4]`` -> float32 ``[N, size, size]`` in {0, 1}."""
+    """Full-image {0, 1} masks ``[N, H, W, 1]`` cropped to their pixel boxes ``[N, 4]`` -> float32 ``[N, size, size]`` in {0, 1}."""
     height, width = tf.shape(masks)[1], tf.shape(masks)[2]
     crops = tf.image.crop_and_resize(masks, aligned_crop_boxes(boxes, height, width, size),
                                      tf.range(tf.shape(masks)[0]), [size, size])
     return tf.cast(crops[..., 0] >= 0.5, tf.float32)
-
-
-def pad_first_dim(tensor: tf.Tensor, length: int) -> tf.Tensor:
-    """Zero-pad (or cut) dimension 0 to ``length``; other dimensions must be static."""
-    tensor = tensor[:length]
-    padding = [[0, length - tf.shape(tensor)[0]]] + [[0, 0]] * (len(tensor.shape) - 1)
-    padded = tf.pad(tensor, padding)
-    return tf.ensure_shape(padded, [length] + tensor.shape[1:].as_list())
