@@ -35,6 +35,22 @@ class TrainState(tf.Module):
         return [self.step, self.data_position]
 
 
+def variables_by_path(model: tf.keras.Model) -> dict[str, tf.Variable]:
+    """The model's variables keyed by their unique Keras path (``mask_rcnn/backbone/.../kernel``).
+
+    Checkpointing this mapping instead of the model object matters: Keras 3 does not expose layers
+    held in Python lists (ResNet stages, FPN levels, head convs) to ``tf.train.Checkpoint``, so
+    ``Checkpoint(model=model)`` silently leaves those weights out.
+    """
+    mapping: dict[str, tf.Variable] = {}
+    for v in model.variables:
+        key = getattr(v, "path", None) or v.name
+        if key in mapping:
+            raise ValueError(f"two model variables share the path {key!r}; give the layers unique names")
+        mapping[key] = v
+    return mapping
+
+
 class Checkpointer:
     """Save every N steps and on demand; restore the latest (rank 0 only)."""
 

@@ -13,14 +13,17 @@ Order of events (the order matters for resuming and for Horovod):
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import functools
+import hashlib
 import logging
 import math
 import signal
 import threading
 import time
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
 import numpy as np
 import tensorflow as tf
@@ -28,7 +31,7 @@ import tensorflow as tf
 from maskrcnn import config as config_lib
 from maskrcnn.config import Config
 from maskrcnn.errors import UserError
-from maskrcnn.train.checkpoint import Checkpointer, TrainState
+from maskrcnn.train.checkpoint import Checkpointer, TrainState, variables_by_path
 from maskrcnn.train.distributed import Replica, init_replica
 from maskrcnn.train.loss_scale import DynamicLossScale
 from maskrcnn.train.lr_schedule import learning_rate
@@ -66,13 +69,6 @@ def config_for_data(cfg: Config, manifest: Mapping[str, Any]) -> Config:
     if ids != list(range(1, len(ids) + 1)):
         raise UserError(f"the shards' class_map ids are not contiguous 1..{len(ids)}: {ids}")
     return dataclasses.replace(cfg, NUM_CLASSES=len(ids))
-
-
-def apply_precision(cfg: Config) -> None:
-    """Set Keras' dtype policy for TRAIN.PRECISION (the model's layers read it when built)."""
-    tf.keras.mixed_precision.set_global_policy(
-        {"float32": "float32", "mixed_float16": "mixed_float16", "mixed_bfloat16": "mixed_bfloat16"}[cfg.TRAIN.PRECISION]
-    )
 
 
 # ----------------------------------------------------------------------------- the step
@@ -159,17 +155,78 @@ class StopFlag:
 # ----------------------------------------------------------------------------- run
 
 
-def _load_backbone(model: tf.keras.Model, cfg: Config) -> None:
-    from maskrcnn.model.backbone_weights import load_backbone_weights
+@contextlib.contextmanager
+def precision_policy(precision: str) -> Iterator[None]:
+    """Keras' dtype policy for TRAIN.PRECISION while the model is built; restored afterwards
+    (layers keep the policy they were built with)."""
+    previous = tf.keras.mixed_precision.global_policy()
+    tf.keras.mixed_precision.set_global_policy(precision)  # float32, mixed_float16, mixed_bfloat16
+    try:
+        yield
+    finally:
+        tf.keras.mixed_precision.set_global_policy(previous)
 
-    report = load_backbone_weights(model, cfg.BACKBONE.WEIGHTS)
-    log.info("backbone weights %s: %s", cfg.BACKBONE.WEIGHTS, report)
+
+@dataclasses.dataclass
+class _Trainable:
+    """Everything a checkpoint holds and rank 0 broadcasts."""
+
+    model: tf.keras.Model
+    optimizer: SGDMomentum
+    loss_scale: DynamicLossScale
+    state: TrainState
+
+    @property
+    def broadcast_variables(self) -> list[tf.Variable]:
+        return [*self.model.variables, *self.optimizer.state, *self.loss_scale.state, *self.state.variables_to_broadcast]
 
 
-def _write_model_dir_files(model_dir: Path, cfg: Config, class_map: Mapping[str, Any]) -> None:
-    with atomic_write(model_dir / "config.yaml", "w") as f:
-        f.write(config_lib.to_yaml(cfg))
-    write_json(model_dir / "class_map.json", dict(class_map))
+def _build_trainable(cfg: Config) -> _Trainable:
+    from maskrcnn.model.mask_rcnn import MaskRCNN
+
+    model = MaskRCNN(cfg).build_for_inputs()  # every variable exists before restore and broadcast
+    optimizer = SGDMomentum(
+        model.trainable_variables, momentum=cfg.TRAIN.MOMENTUM, weight_decay=cfg.TRAIN.WEIGHT_DECAY,
+        clip_norm=cfg.TRAIN.GRAD_CLIP_NORM,
+    )
+    return _Trainable(model, optimizer, DynamicLossScale(cfg.TRAIN.PRECISION == "mixed_float16"), TrainState())
+
+
+def _initialise(trainable: _Trainable, checkpointer: Checkpointer, cfg: Config, replica: Replica) -> None:
+    """Rank 0 restores the latest checkpoint, or on a fresh start loads the pretrained backbone;
+    then every process receives rank 0's state."""
+    if checkpointer.restore_latest() is None and replica.is_chief:
+        from maskrcnn.model.backbone_weights import initialize_backbone
+
+        # A path loads (and logs what matched), "none" keeps random weights on purpose, empty is a
+        # UserError saying where to get the ImageNet weights.
+        initialize_backbone(trainable.model, cfg)
+    replica.broadcast_from_chief(trainable.broadcast_variables)
+
+
+class _Throughput:
+    """Images per second over logging windows, leaving out the first (it includes tracing)."""
+
+    def __init__(self, global_batch: int):
+        self.global_batch = global_batch
+        self.images = 0
+        self.seconds = 0.0
+        self._windows = 0
+        self._start = time.time()
+
+    def end_window(self, steps: int) -> float:
+        seconds = time.time() - self._start
+        if self._windows:
+            self.images += steps * self.global_batch
+            self.seconds += seconds
+        self._windows += 1
+        self._start = time.time()
+        return steps * self.global_batch / max(seconds, 1e-9)
+
+    def overall(self, steps: int, wall_seconds: float) -> float:
+        if not self.seconds:  # shorter than two windows: time all of it
+            return steps * self.global_batch / max(wall_seconds, 1e-9)
+        return self.images / self.seconds
 
 
 def run_training(
@@ -184,10 +241,9 @@ def run_training(
 
     ``max_steps_this_run`` stops after that many updates in this invocation (checkpointed, not
     exported), for time-sliced jobs and tests; a rerun continues. The summary has ``interrupted``
-    true when SIGTERM or that limit ended the run early.
+    true when SIGTERM or that limit ended the run before the last step.
     """
     from maskrcnn.data.pipeline import build_dataset
-    from maskrcnn.model.mask_rcnn import MaskRCNN
 
     started = time.time()
     replica = init_replica()
@@ -202,104 +258,98 @@ def run_training(
         sched.warmup_steps, list(sched.decay_steps),
     )
     tf.keras.utils.set_random_seed(cfg.TRAIN.SEED + replica.rank)
-    apply_precision(cfg)
-
-    dataset = build_dataset(shards_dir, cfg, training=True, rank=replica.rank, world_size=replica.size, deterministic=True)
-    model = MaskRCNN(cfg)
-    first_batch = next(iter(dataset.take(1)))
-    model.compute_losses(first_batch, training=True)  # creates every variable before restore/broadcast
-    optimizer = SGDMomentum(
-        model.trainable_variables, momentum=cfg.TRAIN.MOMENTUM, weight_decay=cfg.TRAIN.WEIGHT_DECAY,
-        clip_norm=cfg.TRAIN.GRAD_CLIP_NORM,
-    )
-    loss_scale = DynamicLossScale(cfg.TRAIN.PRECISION == "mixed_float16")
-    state = TrainState()
+    with precision_policy(cfg.TRAIN.PRECISION):
+        trainable = _build_trainable(cfg)
     checkpointer = Checkpointer(
-        model_dir, keep=cfg.TRAIN.CHECKPOINTS_KEPT, is_chief=replica.is_chief,
-        model=model, optimizer=optimizer, loss_scale=loss_scale, state=state,
+        model_dir, keep=cfg.TRAIN.CHECKPOINTS_KEPT, is_chief=replica.is_chief, model=variables_by_path(trainable.model),
+        optimizer=trainable.optimizer, loss_scale=trainable.loss_scale, state=trainable.state,
     )
-    restored = checkpointer.restore_latest()
-    if restored is None and replica.is_chief and cfg.BACKBONE.WEIGHTS not in ("", "none"):
-        _load_backbone(model, cfg)
-    replica.broadcast_from_chief(
-        [*model.variables, *optimizer.state, *loss_scale.state, *state.variables_to_broadcast]
-    )
+    _initialise(trainable, checkpointer, cfg, replica)
+    state = trainable.state
     start_step = int(state.step.numpy())
     if start_step:
-        log.info("resuming from step %d (lr %.6g)", start_step, float(lr_at(start_step, sched, cfg)))
+        log.info("resuming from step %d with lr %.6g", start_step, lr_at(start_step, sched, cfg))
     if replica.is_chief:
         _write_model_dir_files(model_dir, cfg, manifest["class_map"])
 
-    lr_fn = lambda step: learning_rate(  # noqa: E731 - closes over the schedule
-        step, sched, warmup_factor=cfg.TRAIN.WARMUP_FACTOR, decay_factor=cfg.TRAIN.LR_DECAY_FACTOR
+    # Deterministic order, so that skipping the batches already consumed continues the same stream.
+    dataset = build_dataset(
+        shards_dir, cfg, training=True, rank=replica.rank, world_size=replica.size, deterministic=True,
+        skip_batches=int(state.data_position.numpy()),
+    )
+    lr_fn = functools.partial(
+        learning_rate, sched=sched, warmup_factor=cfg.TRAIN.WARMUP_FACTOR, decay_factor=cfg.TRAIN.LR_DECAY_FACTOR
     )
     train_step = make_train_step(
-        model, optimizer, loss_scale, state, replica, lr_fn, xla=cfg.TRAIN.XLA, input_signature=dataset.element_spec,
+        trainable.model, trainable.optimizer, trainable.loss_scale, state, replica, lr_fn,
+        xla=cfg.TRAIN.XLA, input_signature=dataset.element_spec,
     )
-    batches = iter(dataset.skip(int(state.data_position.numpy())))
-    last_step = sched.total_steps
-    if max_steps_this_run is not None:
-        last_step = min(last_step, start_step + max_steps_this_run)
-
+    last_step = sched.total_steps if max_steps_this_run is None else min(sched.total_steps, start_step + max_steps_this_run)
     reporter = TrainReporter(model_dir, enabled=replica.is_chief, start_step=start_step, total_steps=sched.total_steps)
+    throughput = _Throughput(sched.global_batch)
     window: dict[str, list[float]] = {}
-    window_start, window_steps, timed_images, timed_seconds = time.time(), 0, 0, 0.0
     step = start_step
-    interrupted = False
     try:
         with StopFlag() as stop:
-            while step < last_step:
-                losses, lr = train_step(next(batches))
+            for batch in dataset:
+                if step >= last_step:
+                    break
+                losses, lr = train_step(batch)
                 step += 1
                 values = {k: float(v) for k, v in losses.items()}
                 check_finite(step, values)
                 for k, v in values.items():
                     window.setdefault(k, []).append(v)
-                window_steps += 1
                 reporter.step(step, values["total_loss"], float(lr))
                 if step % cfg.TRAIN.LOG_EVERY == 0 or step == last_step:
-                    seconds = time.time() - window_start
-                    rate = window_steps * sched.global_batch / max(seconds, 1e-9)
-                    if step - start_step > window_steps:  # the first window includes tracing: not timed
-                        timed_images += window_steps * sched.global_batch
-                        timed_seconds += seconds
+                    rate = throughput.end_window(len(window["total_loss"]))
                     reporter.log(step, {k: float(np.mean(v)) for k, v in window.items()}, float(lr), rate)
-                    window, window_start, window_steps = {}, time.time(), 0
+                    window = {}
                 if step % cfg.TRAIN.CHECKPOINT_EVERY == 0:
                     checkpointer.save(step)
                 if replica.any(stop.requested):
-                    interrupted = True
                     break
     finally:
         reporter.close()
-    if step < sched.total_steps:
-        interrupted = True
-    if step % cfg.TRAIN.CHECKPOINT_EVERY != 0 and step > start_step:
+    if step > start_step and step % cfg.TRAIN.CHECKPOINT_EVERY != 0:
         checkpointer.save(step)
 
     wall = time.time() - started
-    if not timed_seconds:  # a run shorter than two logging windows: time all of it
-        timed_images, timed_seconds = (step - start_step) * sched.global_batch, wall
     summary = {
         "steps": step,
         "total_steps": sched.total_steps,
         "resumed_from_step": start_step,
-        "interrupted": interrupted,
+        "interrupted": step < sched.total_steps,
         "global_batch": sched.global_batch,
         "world_size": sched.world_size,
         "learning_rate": sched.learning_rate,
-        "images_per_second": round(timed_images / max(timed_seconds, 1e-9), 3),
+        "images_per_second": round(throughput.overall(step - start_step, wall), 3),
         "final_losses": reporter.curve[-1] if reporter.curve else {},
         "wall_seconds": round(wall, 2),
+        "variables_checksum": variables_checksum(trainable.model.variables),
         "loss_curve": reporter.curve,
     }
     if replica.is_chief:
-        if export and not interrupted:
+        if export and not summary["interrupted"]:
             from maskrcnn.train.export import export_saved_model
 
-            summary["saved_model"] = str(export_saved_model(model, cfg, model_dir))
+            summary["saved_model"] = str(export_saved_model(trainable.model, cfg, model_dir))
         write_json(model_dir / "train_summary.json", summary)
     return summary
+
+
+def _write_model_dir_files(model_dir: Path, cfg: Config, class_map: Mapping[str, Any]) -> None:
+    with atomic_write(model_dir / "config.yaml", "w") as f:
+        f.write(config_lib.to_yaml(cfg))
+    write_json(model_dir / "class_map.json", dict(class_map))
+
+
+def variables_checksum(variables) -> str:
+    """sha256 over the variables' bytes: equal on every process exactly when the weights are identical."""
+    digest = hashlib.sha256()
+    for v in variables:
+        digest.update(np.ascontiguousarray(v.numpy()).tobytes())
+    return digest.hexdigest()
 
 
 def lr_at(step: int, sched: config_lib.Schedule, cfg: Config) -> float:
