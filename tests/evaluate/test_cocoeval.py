@@ -84,3 +84,13 @@ def test_partition_is_disjoint_and_balanced():
     loads = sorted(sum(weights[c] for c in g) for g in groups)
     assert loads == [106, 110]
     assert partition_categories({1: 3}, 4) == [[1]]
+
+
+def test_generated_val_set_with_exact_detections_gives_ap_one(synth_coco):
+    from maskrcnn.utils.io import read_json
+
+    gt = read_json(synth_coco / "annotations" / "instances_val2017.json")
+    ours = evaluate_coco(load_ground_truth(gt), exact_detections(gt), workers=2)
+    for iou_type in ("bbox", "segm"):
+        assert ours[iou_type].stats["AP"] == pytest.approx(1.0)
+        assert ours[iou_type].stats["AR100"] == pytest.approx(1.0)

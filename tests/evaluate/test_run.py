@@ -1,0 +1,85 @@
+"""`maskrcnn evaluate` end to end on the real tiny model, and the server giving the same answers."""
+
+from __future__ import annotations
+
+import base64
+import time
+
+import numpy as np
+import pytest
+
+from maskrcnn.cli import main
+from maskrcnn.evaluate.cocoeval import STAT_NAMES
+from maskrcnn.utils.io import read_json
+
+from .coco_cases import pycocotools_stats
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def eval_dir(tiny_model_dir, tiny_shards, synth_coco, tmp_path_factory):
+    out = tmp_path_factory.mktemp("eval")
+    code = main(["evaluate", "--model-dir", str(tiny_model_dir), "--data", str(tiny_shards / "val2017"),
+                 "--annotations", str(synth_coco / "annotations" / "instances_val2017.json"), "--out", str(out),
+                 "--samples", "2"])
+    assert code == 0
+    return out
+
+
+def test_eval_dir_is_complete(eval_dir, synth_coco):
+    gt = read_json(synth_coco / "annotations" / "instances_val2017.json")
+    metrics = read_json(eval_dir / "metrics.json")
+    for iou_type in ("bbox", "segm"):
+        assert list(metrics[iou_type]) == list(STAT_NAMES)
+        assert all(-1 <= v <= 1 for v in metrics[iou_type].values())
+    assert set(metrics["per_class"]) == {c["name"] for c in gt["categories"]}
+    assert metrics["num_images"] == len(gt["images"])
+    assert metrics["model_id"].startswith("sha256:")
+    assert len(list((eval_dir / "samples").glob("[0-9]*.png"))) == 2
+    assert (eval_dir / "samples" / "loss_curve.png").is_file()
+    report = (eval_dir / "report.md").read_text()
+    assert "| AP @[.50:.95] |" in report and "samples/" in report
+    html = (eval_dir / "report.html").read_text()
+    assert html.count("data:image/png;base64,") == 3     # 2 samples + loss curve, inlined
+
+
+def test_metrics_are_pycocotools_numbers_for_the_written_detections(eval_dir, synth_coco):
+    gt = read_json(synth_coco / "annotations" / "instances_val2017.json")
+    detections = read_json(eval_dir / "detections.json")
+    assert detections, "the tiny model should detect something on its own training distribution"
+    gt_cats = {c["id"] for c in gt["categories"]}
+    for d in detections:
+        assert d["category_id"] in gt_cats and len(d["bbox"]) == 4 and isinstance(d["segmentation"]["counts"], str)
+    metrics = read_json(eval_dir / "metrics.json")
+    for iou_type in ("bbox", "segm"):
+        ref, _ = pycocotools_stats(gt, detections, iou_type)
+        np.testing.assert_allclose([metrics[iou_type][n] for n in STAT_NAMES], ref, rtol=0, atol=1e-12)
+
+
+def test_server_returns_the_same_detections_as_evaluate(eval_dir, tiny_model_dir, synth_coco):
+    """Same model, same answer: every image's boxes, classes, scores and masks, via HTTP."""
+    from fastapi.testclient import TestClient
+
+    from maskrcnn.config import load_yaml
+    from maskrcnn.serve.app import create_app
+
+    gt = read_json(synth_coco / "annotations" / "instances_val2017.json")
+    mask_threshold = load_yaml(str(tiny_model_dir / "config.yaml")).TEST.MASK_THRESH
+    by_image: dict[int, list] = {}
+    for d in read_json(eval_dir / "detections.json"):
+        by_image.setdefault(d["image_id"], []).append(d)
+    with TestClient(create_app(tiny_model_dir)) as client:
+        for _ in range(600):
+            if client.get("/ping").status_code == 200:
+                break
+            time.sleep(0.1)
+        for image in gt["images"]:
+            data = (synth_coco / "val2017" / image["file_name"]).read_bytes()
+            reply = client.post("/invocations", json={
+                "img_id": image["file_name"], "img_data": base64.b64encode(data).decode(),
+                "score_threshold": 0.0, "mask_threshold": mask_threshold, "rle": "coco"})
+            assert reply.status_code == 200
+            served = [{"image_id": image["id"], "category_id": a["category_id"], "bbox": a["bbox"], "score": a["score"],
+                       "segmentation": a["segmentation"]} for a in reply.json()["annotations"]]
+            assert served == by_image.get(image["id"], [])
