@@ -11,6 +11,10 @@ from typing import Any
 
 import numpy as np
 
+# Rounding of COCO results and HTTP responses alike (sub-pixel boxes, scores to 1e-5).
+BOX_DECIMALS = 2
+SCORE_DECIMALS = 5
+
 
 def boxes_to_xywh(boxes: np.ndarray) -> np.ndarray:
     """``[n, 4]`` ``[y1, x1, y2, x2]`` -> ``[n, 4]`` ``[x, y, width, height]`` (float64, for JSON)."""
@@ -38,8 +42,8 @@ def coco_results(image_id: int, detections: Any) -> list[dict]:
         {
             "image_id": int(image_id),
             "category_id": int(c),
-            "bbox": [round(float(v), 2) for v in box],
-            "score": round(float(s), 5),
+            "bbox": [round(float(v), BOX_DECIMALS) for v in box],
+            "score": round(float(s), SCORE_DECIMALS),
             "segmentation": seg,
         }
         for box, s, c, seg in zip(boxes, detections.scores, detections.category_ids, segmentations)
