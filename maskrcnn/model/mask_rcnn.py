@@ -37,6 +37,10 @@ class MaskRCNN(keras.Model):
         super().__init__(name=name)
         if (cfg.FPN.MIN_LEVEL, cfg.FPN.MAX_LEVEL) != (2, 6):
             raise UserError(f"FPN levels {cfg.FPN.MIN_LEVEL}..{cfg.FPN.MAX_LEVEL} are not supported; use FPN.MIN_LEVEL=2 FPN.MAX_LEVEL=6")
+        if cfg.MODE_MASK and cfg.MRCNN.MASK_SIZE != 2 * cfg.MRCNN.POOL_SIZE:
+            raise UserError(
+                f"MRCNN.MASK_SIZE={cfg.MRCNN.MASK_SIZE} must be twice MRCNN.POOL_SIZE={cfg.MRCNN.POOL_SIZE} (one 2x deconv)"
+            )
         self.cfg = cfg
         self.backbone = resnet_from_config(cfg.BACKBONE)
         self.fpn = FPN(cfg.FPN.CHANNELS)

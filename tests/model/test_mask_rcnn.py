@@ -105,3 +105,27 @@ def test_model_summary_rejects_bad_override(capsys):
 def test_unsupported_fpn_levels_are_a_user_error():
     with pytest.raises(UserError, match="FPN levels"):
         MaskRCNN(get_config("tiny", ["FPN.MAX_LEVEL=5", "RPN.ANCHOR_SIZES=16,32,64,128"]))
+
+
+def test_mask_size_must_match_the_deconv():
+    with pytest.raises(UserError, match="MRCNN.MASK_SIZE"):
+        MaskRCNN(get_config("tiny", ["MRCNN.MASK_SIZE=32"]))
+
+
+@pytest.mark.parametrize("policy", ["mixed_float16", "mixed_bfloat16"])
+def test_mixed_precision_keeps_losses_and_outputs_in_float32(policy):
+    previous = tf.keras.mixed_precision.global_policy()
+    tf.keras.mixed_precision.set_global_policy(policy)
+    try:
+        cfg = get_config("tiny", [f"NUM_CLASSES={NUM_CLASSES}"])
+        model = MaskRCNN(cfg)
+        batch = tiny_batch(cfg)
+        features, _, _ = model(batch["images"])
+        assert features[2].dtype == tf.as_dtype(policy.split("_")[1])
+        assert all(v.dtype == tf.float32 for v in model.variables)
+        losses = model.compute_losses(batch)
+        assert all(v.dtype == tf.float32 and np.isfinite(v.numpy()) for v in losses.values())
+        out = model.detect(batch["images"], batch["image_info"])
+        assert out["boxes"].dtype == tf.float32 and out["masks"].dtype == tf.float32
+    finally:
+        tf.keras.mixed_precision.set_global_policy(previous)
