@@ -45,7 +45,7 @@ from maskrcnn.utils.io import file_digest, read_json, write_json
 
 logger = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1           # bump when the record content changes: old shards are then rebuilt
+FORMAT_VERSION = 2           # bump when the shard content or state changes: old shards are then rebuilt
 IMAGES_PER_SHARD = 512       # default shard size (~75 MB of COCO images)
 STATE_DIR = ".convert-state"
 
@@ -119,12 +119,13 @@ def _convert_image(task: ShardTask, image: dict, anns: list[dict], state: dict, 
     writer.write(encode_record(image_id=image_id, file_name=file_name, encoded=checked.encoded, width=width,
                                height=height, instances=instances, class_map=task.class_map))
     state["num_instances"] += len(instances)
+    state["trainable"] += any(not inst.is_crowd for inst in instances)
 
 
 def convert_shard(task: ShardTask) -> dict:
     """Write one shard (worker entry point); returns its state (also saved beside the shards)."""
     state = {"fingerprint": task.fingerprint, "file": task.path.name, "num_input_images": len(task.entries),
-             "num_instances": 0, "skipped": [], "skipped_instances": [], "fixed": []}
+             "num_instances": 0, "trainable": 0, "skipped": [], "skipped_instances": [], "fixed": []}
     with TFRecordWriter(task.path) as writer:
         for image, anns in task.entries:
             _convert_image(task, image, anns, state, writer)
@@ -273,7 +274,8 @@ def _manifest(source: CocoSource, split: str, images_dir: Path, states: list[dic
         "num_instances": sum(s["num_instances"] for s in states),
         "num_classes": len(source.class_map),
         "class_map": {str(cid): {"id": tid, "name": name} for cid, (tid, name) in source.class_map.items()},
-        "shards": [{"file": s["file"], "records": s["records"], "sha256": s["sha256"]} for s in states],
+        "shards": [{"file": s["file"], "records": s["records"], "trainable": s["trainable"], "sha256": s["sha256"]}
+                   for s in states],
         "source": {"annotations": str(source.path), "annotations_sha256": source.sha256, "images": str(images_dir)},
         "num_input_images": source.num_input_images,
         "skipped": skipped,

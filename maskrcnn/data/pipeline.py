@@ -15,18 +15,22 @@ Training batches (``B = cfg.TRAIN.BATCH_PER_GPU``, ``PH, PW = cfg.PREPROC.PAD_SI
 
 Evaluation batches (``B = cfg.TEST.BATCH_SIZE``) have ``images``, ``image_info`` and ``source_id``.
 
-Order and resume. Training reads an endless stream of whole epochs: shard files and records are
-reshuffled every epoch from ``cfg.TRAIN.SEED + rank``, and the random flip of the ``k``-th image of the stream is
-drawn from ``(seed, k)``, so the stream is a pure function of the seed. ``skip_batches=n`` drops the
-first ``n * B`` records *before* decoding them and so continues exactly where a run that did ``n``
-steps stopped (the checkpointed step is the data position). ``deterministic=True`` also fixes the
-order in which parallel decoding returns images (tests); otherwise neighbouring images may swap.
+Order and resume. Training reads an endless stream of whole epochs. Epoch ``e`` of a rank is a
+pure function of ``(cfg.TRAIN.SEED + rank, e)``: its shard files in a stateless random order,
+interleaved, then shuffled in windows of ``cfg.TRAIN.SHUFFLE_BUFFER`` records; the random flip of
+the ``k``-th image of the stream is drawn from ``(seed, k)``. The manifest says how many training
+images (``trainable``) each shard holds, so ``skip_batches=n`` starts at record ``n * B`` by
+arithmetic: it jumps over whole epochs and reads (without decoding) less than one epoch of records.
+A run resumed with the number of steps it had done continues exactly where it stopped.
+``deterministic=True`` also fixes the order in which parallel decoding returns images (tests);
+otherwise neighbouring images may swap.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import tensorflow as tf
@@ -43,33 +47,51 @@ AUTOTUNE = tf.data.AUTOTUNE
 _INTERLEAVE_FILES = 8        # shards read at once (spreads reads, mixes shards)
 
 
-def shard_files(shards_dir: str | os.PathLike) -> tuple[list[str], dict]:
-    """Paths of the manifest's non-empty shards (in manifest order) and the manifest."""
-    manifest = load_manifest(shards_dir)
-    files = [str(Path(shards_dir) / s["file"]) for s in manifest["shards"] if s["records"] > 0]
-    missing = [f for f in files if not Path(f).exists()]
-    if missing:
-        raise UserError(f"{missing[0]} is listed in manifest.json but missing: re-run maskrcnn data convert")
-    if not files:
-        raise UserError(f"{shards_dir}: the shards hold no images")
-    return files, manifest
+@dataclass(frozen=True)
+class _Share:
+    """The shard files one rank reads, and how many training images one epoch of them holds."""
+
+    files: tuple[str, ...]
+    by_file: bool              # False: every rank reads all files and keeps every world_size-th record
+    trainable: int
 
 
-def _records(files: list[str], *, rank: int, world_size: int, shuffle_seed: int | None) -> tf.data.Dataset:
-    """One pass over this rank's serialized records; shard files in a new random order each pass
-    when ``shuffle_seed`` is set.
+def _rank_share(shards_dir: str | os.PathLike, manifest: dict, rank: int, world_size: int) -> _Share:
+    """Shard by file when every rank gets at least one file (each reads only its own), else by record."""
+    shards = [s for s in manifest["shards"] if s["records"] > 0]
+    if len(shards) >= world_size:
+        mine = shards[rank::world_size]
+        return _Share(tuple(str(Path(shards_dir) / s["file"]) for s in mine), True, sum(s["trainable"] for s in mine))
+    total = sum(s["trainable"] for s in shards)
+    return _Share(tuple(str(Path(shards_dir) / s["file"]) for s in shards), False, len(range(rank, total, world_size)))
 
-    Sharded by file when every rank gets at least one file (each reads only its files), else by
-    record (every rank reads everything and keeps every ``world_size``-th record).
-    """
-    if len(files) < world_size:
-        return tf.data.TFRecordDataset(files).shard(world_size, rank)
-    files = files[rank::world_size]
-    if shuffle_seed is None:
-        return tf.data.TFRecordDataset(files)
-    names = tf.data.Dataset.from_tensor_slices(files).shuffle(len(files), seed=shuffle_seed)
-    return names.interleave(tf.data.TFRecordDataset, cycle_length=min(len(files), _INTERLEAVE_FILES),
-                            block_length=1, num_parallel_calls=AUTOTUNE, deterministic=True)
+
+def _eval_records(share: _Share, rank: int, world_size: int) -> tf.data.Dataset:
+    records = tf.data.TFRecordDataset(list(share.files))
+    return records if share.by_file else records.shard(world_size, rank)
+
+
+def _epoch_records(share: _Share, rank: int, world_size: int, seed: int, window: int, epoch: tf.Tensor) -> tf.data.Dataset:
+    """The training records of one epoch, in that epoch's order (a function of ``seed`` and ``epoch`` only)."""
+    epoch_seed = tf.stack([tf.constant(seed, tf.int64), epoch])
+    if share.by_file:
+        names = tf.random.experimental.stateless_shuffle(tf.constant(share.files), seed=epoch_seed)
+        records = tf.data.Dataset.from_tensor_slices(names).interleave(
+            tf.data.TFRecordDataset, cycle_length=min(len(share.files), _INTERLEAVE_FILES), block_length=1,
+            num_parallel_calls=AUTOTUNE, deterministic=True).filter(_has_training_instance)
+    else:
+        records = tf.data.TFRecordDataset(list(share.files)).filter(_has_training_instance).shard(world_size, rank)
+    windows = records.batch(window).enumerate()
+    return windows.map(lambda i, w: tf.random.experimental.stateless_shuffle(
+        w, seed=tf.random.experimental.stateless_fold_in(epoch_seed, i))).unbatch()
+
+
+def _training_records(share: _Share, rank: int, world_size: int, seed: int, window: int, skip: int) -> tf.data.Dataset:
+    """``(k, record)`` of the endless stream from record ``skip`` on; ``k`` is the record's position."""
+    first_epoch, offset = divmod(skip, share.trainable)
+    epochs = tf.data.Dataset.range(first_epoch, 2**62)
+    records = epochs.flat_map(lambda e: _epoch_records(share, rank, world_size, seed, window, e))
+    return records.skip(offset).enumerate(start=skip)
 
 
 def _has_training_instance(record: tf.Tensor) -> tf.Tensor:
@@ -170,29 +192,28 @@ def build_dataset(
     """
     if not 0 <= rank < world_size:
         raise ValueError(f"rank {rank} outside world_size {world_size}")
-    files, manifest = shard_files(shards_dir)
-    if manifest["num_images"] < world_size:
-        raise UserError(f"{shards_dir}: {manifest['num_images']} images cannot be shared by {world_size} processes")
+    manifest = load_manifest(shards_dir)
+    share = _rank_share(shards_dir, manifest, rank, world_size)
+    missing = [f for f in share.files if not Path(f).exists()]
+    if missing:
+        raise UserError(f"{missing[0]} is listed in manifest.json but missing: re-run maskrcnn data convert")
     options = tf.data.Options()
     options.deterministic = deterministic or not training
     options.experimental_optimization.map_parallelization = True
 
     if training:
-        if manifest["num_instances"] == 0:
-            raise UserError(f"{shards_dir}: no annotated instances to train on")
-        seed = cfg.TRAIN.SEED + rank
-        batch = cfg.TRAIN.BATCH_PER_GPU
-        records = _records(files, rank=rank, world_size=world_size, shuffle_seed=seed)
-        # Shuffle within the epoch, then repeat: epochs stay whole (every image once per epoch),
-        # and each one gets a new, seeded order.
-        buffer = min(cfg.TRAIN.SHUFFLE_BUFFER, -(-manifest["num_images"] // world_size))
-        records = records.shuffle(buffer, seed=seed).repeat().filter(_has_training_instance)
-        records = records.enumerate().skip(skip_batches * batch)
+        if share.trainable == 0:
+            raise UserError(f"{shards_dir}: no images with non-crowd instances for rank {rank} of {world_size}; "
+                            f"convert more images or use fewer processes")
+        seed, batch = cfg.TRAIN.SEED + rank, cfg.TRAIN.BATCH_PER_GPU
+        window = min(cfg.TRAIN.SHUFFLE_BUFFER, share.trainable)
+        records = _training_records(share, rank, world_size, seed, window, skip_batches * batch)
         ds = records.map(lambda i, r: _train_example(i, r, cfg, seed), num_parallel_calls=AUTOTUNE)
         ds = ds.padded_batch(batch, _padded_shapes(cfg, training), drop_remainder=True)
     else:
-        records = _records(files, rank=rank, world_size=world_size, shuffle_seed=None)
-        ds = records.map(lambda r: _eval_example(r, cfg), num_parallel_calls=AUTOTUNE)
+        if not share.files or (not share.by_file and manifest["num_images"] <= rank):
+            raise UserError(f"{shards_dir}: {manifest['num_images']} images cannot be shared by {world_size} processes")
+        ds = _eval_records(share, rank, world_size).map(lambda r: _eval_example(r, cfg), num_parallel_calls=AUTOTUNE)
         ds = ds.padded_batch(cfg.TEST.BATCH_SIZE, _padded_shapes(cfg, training))
     if synthetic:
         ds = ds.take(1).cache().repeat()

@@ -11,6 +11,7 @@ from pycocotools.coco import COCO
 from maskrcnn.config import get_config
 from maskrcnn.data import preprocess
 from maskrcnn.data.pipeline import build_dataset
+from maskrcnn.utils.io import read_json
 
 CFG = get_config("tiny")
 
@@ -84,27 +85,31 @@ def test_rank_shards_are_disjoint_and_cover_the_data(tiny_shards):
                                                       world_size=world_size), 100)])
                for r in range(world_size)]
         assert sum(len(x) for x in ids) == len(set(np.concatenate(ids))) == 8
-    train = [set(np.concatenate([b["source_id"] for b in _batches(
-        build_dataset(tiny_shards / "train2017", CFG, training=True, rank=r, world_size=2), 8)])) for r in range(2)]
-    assert not train[0] & train[1]
+    for world_size in (2, 5):    # 4 train files: by file, then by record
+        train = [set(np.concatenate([b["source_id"] for b in _batches(
+            build_dataset(tiny_shards / "train2017", CFG, training=True, rank=r, world_size=world_size,
+                          deterministic=True), 1)]))
+            for r in range(world_size)]
+        assert sum(len(t) for t in train) == len(set().union(*train)) == 4 * world_size
 
 
 def test_order_is_reproducible_and_skip_batches_resumes_the_stream(tiny_shards):
-    def stream(**kw):
-        return _batches(build_dataset(tiny_shards / "train2017", CFG, training=True, deterministic=True, **kw), 8)
+    def stream(n, **kw):
+        return _batches(build_dataset(tiny_shards / "train2017", CFG, training=True, deterministic=True, **kw), n)
 
-    first, again = stream(), stream()
+    first, again = stream(10), stream(10)
     for a, b in zip(first, again):
         for key in a:
             np.testing.assert_array_equal(a[key], b[key])
-    ids = [b["source_id"].tolist() for b in first]
-    epoch = [i for batch in ids[:5] for i in batch]
-    assert len(set(epoch)) == len(epoch) == 20                     # whole epochs: no image twice in one
-    assert ids[6:] != ids[:2]                                       # and the next epoch is reshuffled
-    resumed = stream(skip_batches=3)
-    for a, b in zip(first[3:], resumed):
-        np.testing.assert_array_equal(a["images"], b["images"])
-        np.testing.assert_array_equal(a["gt_masks"], b["gt_masks"])
+    trainable = sum(s["trainable"] for s in read_json(tiny_shards / "train2017" / "manifest.json")["shards"])
+    ids = [i for b in first for i in b["source_id"].tolist()]
+    assert len(set(ids[:trainable])) == trainable                   # whole epochs: each image once per epoch
+    assert ids[trainable:trainable + 16] != ids[:16]                # and every epoch in a new order
+    for skip in (3, 7):                                             # inside the first epoch, and past it
+        resumed = stream(2, skip_batches=skip)
+        for a, b in zip(first[skip:], resumed):
+            for key in a:
+                np.testing.assert_array_equal(a[key], b[key])
 
 
 def test_synthetic_mode_repeats_one_batch(tiny_shards):
