@@ -235,9 +235,9 @@ def create_app(
                     raise RequestError(400, "bad_image", f"the model cannot decode img_data ({str(e).splitlines()[0]})") from None
                 raise
             encode_start = time.perf_counter()
-            body = await run_in_threadpool(_encode, det, req.score_threshold, req.rle)
+            body, count = await run_in_threadpool(_encode, det, req.score_threshold, req.rle)
             metrics.encode_seconds.observe(time.perf_counter() - encode_start)
-            log.info("predict", extra={"path": request.url.path, "status": 200, "img_id": req.img_id,
+            log.info("predict", extra={"path": request.url.path, "status": 200, "img_id": req.img_id, "detections": count,
                                        "latency_ms": round(1000 * (time.perf_counter() - start), 1)})
             return Response(body, media_type="application/json")
         finally:
@@ -275,7 +275,7 @@ def create_app(
     return app
 
 
-def _encode(det: Any, score_threshold: float, rle: str) -> bytes:
-    """The response body (RLE + JSON), built off the event loop."""
-    return json.dumps({"annotations": annotations(det, score_threshold=score_threshold, rle=rle)},
-                      separators=(",", ":")).encode()
+def _encode(det: Any, score_threshold: float, rle: str) -> tuple[bytes, int]:
+    """The response body (RLE + JSON), built off the event loop, and its number of annotations."""
+    anns = annotations(det, score_threshold=score_threshold, rle=rle)
+    return json.dumps({"annotations": anns}, separators=(",", ":")).encode(), len(anns)

@@ -90,3 +90,15 @@ def test_serve_defaults_to_sagemaker_conventions(monkeypatch, capsys):
     assert main(["serve", "--model-dir", "/nonexistent/model"]) == 2
     assert "not found" in capsys.readouterr().err
     assert main(["serve", "--model-dir", "/nonexistent", "--max-batch-size", "0"]) == 2
+
+
+def test_json_log_lines_carry_the_request_fields():
+    import logging
+
+    from maskrcnn.serve.json_logs import JsonFormatter
+
+    record = logging.LogRecord("maskrcnn.serve.app", logging.INFO, __file__, 1, "predict", None, None)
+    record.img_id, record.status, record.color_message = "a.jpg", 200, "\x1b[1mpredict"
+    entry = json.loads(JsonFormatter().format(record))
+    assert entry["message"] == "predict" and entry["img_id"] == "a.jpg" and entry["status"] == 200
+    assert "color_message" not in entry and entry["level"] == "INFO"
