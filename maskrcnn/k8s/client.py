@@ -73,6 +73,10 @@ def api_error(e: Exception, what: str) -> UserError:
             return UserError(f"{what}: not found ({detail}): is mpi-operator v0.8.2 (the kubeflow.org/v2beta1 "
                              "MPIJob CRD) installed in the cluster?")
         return UserError(f"{what}: HTTP {e.status} {e.reason} ({detail})")
+    import urllib3
+
+    if not isinstance(e, (OSError, urllib3.exceptions.HTTPError)):
+        return UserError(f"{what}: unexpected answer from the API server ({type(e).__name__}: {e})")
     return UserError(f"{what}: cannot reach the Kubernetes API server ({type(e).__name__}: {e}): check the "
                      "kubeconfig's server address and the network")
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import base64
 import copy
+import io
 import json
 import random
 import string
@@ -37,6 +38,8 @@ from maskrcnn.k8s import crd
 MPIJOBS = "kubeflow.org/v2beta1/mpijobs"
 PODS = "/v1/pods"
 DEPLOYMENTS = "apps/v1/deployments"
+INFERENCE_SERVICES = "serving.kserve.io/v1beta1/inferenceservices"
+PDBS = "policy/v1/poddisruptionbudgets"
 SERVICES = "/v1/services"
 JOB_NAME_LABEL = "training.kubeflow.org/job-name"
 JOB_ROLE_LABEL = "training.kubeflow.org/job-role"
@@ -231,6 +234,24 @@ class FakeKubernetes:
             threading.Thread(target=_MPIOperator(self, namespace, obj, scenario).run, daemon=True).start()
         if resource == DEPLOYMENTS and (previous is None or previous["spec"] != obj["spec"]):
             threading.Thread(target=self._roll_out, args=(namespace, obj, previous), daemon=True).start()
+        if resource == PDBS:  # the disruption controller's status (the client requires its fields)
+            self.update(PDBS, namespace, obj["metadata"]["name"], lambda o: o.__setitem__("status", {
+                "currentHealthy": 0, "desiredHealthy": 0, "disruptionsAllowed": 0, "expectedPods": 0,
+                "observedGeneration": o["metadata"]["generation"]}))
+        if resource == INFERENCE_SERVICES and (previous is None or previous["spec"] != obj["spec"]):
+            threading.Thread(target=self._serve_inference, args=(namespace, obj), daemon=True).start()
+
+    def _serve_inference(self, namespace: str, isvc: dict) -> None:
+        """KServe, scripted: the predictor becomes Ready (or fails like a crashing revision)."""
+        time.sleep(self.tick)
+        generation, fails = isvc["metadata"]["generation"], self.rollout_fails(isvc)
+
+        def change(obj: dict) -> None:
+            if obj["metadata"]["generation"] == generation:
+                ready = ({"type": "Ready", "status": "False", "reason": "RevisionFailed", "message": "crash loop"}
+                         if fails else {"type": "Ready", "status": "True"})
+                obj["status"] = {"observedGeneration": generation, "conditions": [ready]}
+        self.update(INFERENCE_SERVICES, namespace, isvc["metadata"]["name"], change)
 
     def _roll_out(self, namespace: str, deployment: dict, previous: dict | None) -> None:
         time.sleep(self.tick)
@@ -269,24 +290,37 @@ class FakeKubernetes:
 
     def proxy(self, namespace: str, service: str, method: str, path: str, body: bytes) -> tuple[int, dict]:
         """The service proxy: the smoke request reaches the Deployment the Service selects."""
-        svc = self.get(SERVICES, namespace, service.split(":")[0])
-        if svc is None:
+        service_name = service.split(":")[0]
+        isvc = self.get(INFERENCE_SERVICES, namespace, service_name[:-len("-predictor")]) \
+            if service_name.endswith("-predictor") else None
+        svc = self.get(SERVICES, namespace, service_name)
+        if svc is None and isvc is None:
             raise ApiError(404, "NotFound", f'services "{service}" not found')
-        selector = svc["spec"].get("selector", {})
-        backends = [d for d in self.list(DEPLOYMENTS, namespace)
-                    if _subset(selector, d["spec"]["template"]["metadata"].get("labels", {}))]
-        if not backends or not backends[0].get("status", {}).get("availableReplicas"):
+        if isvc is not None:
+            backends = [isvc] if any(c["type"] == "Ready" and c["status"] == "True"
+                                     for c in isvc.get("status", {}).get("conditions", [])) else []
+        else:
+            selector = svc["spec"].get("selector", {})
+            backends = [d for d in self.list(DEPLOYMENTS, namespace)
+                        if _subset(selector, d["spec"]["template"]["metadata"].get("labels", {}))
+                        and d.get("status", {}).get("availableReplicas")]
+        if not backends:
             return 503, status_body(503, "ServiceUnavailable", f'no endpoints available for service "{service}"')
         request = json.loads(body or b"{}")
         self.smoke_requests.append({"path": path, "method": method, "request": request})
         if self.smoke_fails(backends[0]):
             return 500, {"detail": "prediction failed: the model could not be loaded"}
-        image = base64.b64decode(request.get("img_data", ""), validate=True)
-        if method != "POST" or not image.startswith(b"\xff\xd8") or "img_id" not in request:
-            return 400, {"detail": "expected {'img_id', 'img_data': base64 JPEG}"}
+        try:
+            from PIL import Image
+
+            image = Image.open(io.BytesIO(base64.b64decode(request["img_data"], validate=True)))
+            assert method == "POST" and image.format == "JPEG" and "img_id" in request
+        except Exception:
+            return 400, {"error": "expected POST {'img_id', 'img_data': base64 of a JPEG}"}
+        height, width = image.height, image.width
         return 200, {"annotations": [{"bbox": [1.0, 2.0, 10.0, 12.0], "score": 0.9, "category_id": 1,
                                       "category_name": "circle",
-                                      "segmentation": {"counts": [30, 4, 30], "size": [8, 8]}}]}
+                                      "segmentation": {"counts": [height * width], "size": [height, width]}}]}
 
 
 class _MPIOperator:
