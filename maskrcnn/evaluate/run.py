@@ -152,7 +152,10 @@ def _evaluate_and_report(gathered: InferenceOutput, model_dir: Path, annotations
     out_dir.mkdir(parents=True, exist_ok=True)
     write_json(out_dir / "detections.json", gathered.results, indent=None)
     start = time.perf_counter()
-    results = evaluate_coco(gt, gathered.results, workers=workers, image_ids=sorted(set(gathered.image_ids)))
+    try:
+        results = evaluate_coco(gt, gathered.results, workers=workers, image_ids=sorted(set(gathered.image_ids)))
+    except ValueError as e:  # the model's class map does not match these annotations
+        raise UserError(f"{e}: evaluate with the annotations of the class set the model was trained on") from None
     log.info("COCOeval bbox+segm in %.1fs", time.perf_counter() - start)
     metrics = metrics_from_results(
         results, gt, num_images=len(set(gathered.image_ids)), num_detections=len(gathered.results),

@@ -83,3 +83,29 @@ def test_server_returns_the_same_detections_as_evaluate(eval_dir, tiny_model_dir
             served = [{"image_id": image["id"], "category_id": a["category_id"], "bbox": a["bbox"], "score": a["score"],
                        "segmentation": a["segmentation"]} for a in reply.json()["annotations"]]
             assert served == by_image.get(image["id"], [])
+
+
+@pytest.mark.horovod
+def test_two_horovod_ranks_give_the_single_process_metrics(eval_dir, tiny_model_dir, tiny_shards, synth_coco, tmp_path):
+    import os
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    pytest.importorskip("horovod.tensorflow", reason="horovod is not installed (make venv builds it)")
+    exe = Path(sys.executable).with_name("horovodrun")
+    horovodrun = str(exe) if exe.exists() else shutil.which("horovodrun")
+    if not horovodrun:
+        pytest.skip("horovodrun is not on PATH")
+    out = tmp_path / "eval"
+    cmd = [horovodrun, "--gloo", "-np", "2", "-H", "localhost:2", sys.executable, "-m", "maskrcnn.cli", "evaluate",
+           "--model-dir", str(tiny_model_dir), "--data", str(tiny_shards / "val2017"),
+           "--annotations", str(synth_coco / "annotations" / "instances_val2017.json"), "--out", str(out)]
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2]), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900, env=env)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
+    single, distributed = read_json(eval_dir / "metrics.json"), read_json(out / "metrics.json")
+    assert distributed == single
+    key = lambda d: (d["image_id"], -d["score"], d["category_id"])  # noqa: E731
+    assert sorted(read_json(out / "detections.json"), key=key) == sorted(read_json(eval_dir / "detections.json"), key=key)
