@@ -207,6 +207,9 @@ def build_dataset(
                             f"convert more images or use fewer processes")
         seed, batch = cfg.TRAIN.SEED + rank, cfg.TRAIN.BATCH_PER_GPU
         window = min(cfg.TRAIN.SHUFFLE_BUFFER, share.trainable)
+        logger.info("rank %d/%d: %d shard files (sharded by %s), %d training images per epoch, from batch %d",
+                    rank, world_size, len(share.files), "file" if share.by_file else "record", share.trainable,
+                    skip_batches)
         records = _training_records(share, rank, world_size, seed, window, skip_batches * batch)
         ds = records.map(lambda i, r: _train_example(i, r, cfg, seed), num_parallel_calls=AUTOTUNE)
         ds = ds.padded_batch(batch, _padded_shapes(cfg, training), drop_remainder=True)
