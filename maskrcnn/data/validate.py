@@ -132,7 +132,7 @@ def segmentation_rle(segmentation, width: int, height: int) -> dict:
 def check_instance(ann: dict, width: int, height: int, class_map: dict[int, tuple[int, str]]) -> Instance:
     """A usable instance from a COCO annotation, or BadItem naming the problem."""
     category_id = ann.get("category_id")
-    if category_id not in class_map:
+    if not isinstance(category_id, int) or category_id not in class_map:
         raise BadItem("unknown_category", f"category id {category_id!r} is not in 'categories'")
     box = check_box(ann.get("bbox"), width, height)
     try:
