@@ -12,7 +12,6 @@ def deploy(
     metrics: Input[Metrics],
     coco: Input[Dataset],
     executor: str,
-    run_id: str,
     data_root: str,
     data_volume: str,
     namespace: str,
@@ -24,10 +23,10 @@ def deploy(
 ) -> str:
     """Deploy when box and mask AP pass the thresholds and beat the deployed model; returns the endpoint URL."""
     from maskrcnn.pipeline.artifacts import location
-    from maskrcnn.pipeline.deploy_step import decision_markdown, deploy_step, k8s_deploy_args
+    from maskrcnn.pipeline.deploy_step import deploy_step, k8s_deploy_args
     from maskrcnn.utils.io import atomic_write
 
-    result = deploy_step(
+    outcome = deploy_step(
         executor=executor,
         model_path=str(location(model)),
         metrics_path=metrics.path,
@@ -37,10 +36,10 @@ def deploy(
         data_root=data_root,
         port=serve_port,
         k8s_args=k8s_deploy_args(
-            run_id=run_id, namespace=namespace, image=serve_image, data_volume=data_volume, data_root=data_root,
-            min_box_ap=min_box_ap, min_mask_ap=min_mask_ap, port=serve_port,
+            namespace=namespace, image=serve_image, data_volume=data_volume, data_root=data_root,
+            min_box_ap=min_box_ap, min_mask_ap=min_mask_ap,
         ),
     )
     with atomic_write(decision.path, "w") as f:
-        f.write(decision_markdown(result))
-    return result.get("endpoint", "")
+        f.write(outcome.markdown)
+    return outcome.endpoint

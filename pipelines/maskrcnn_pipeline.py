@@ -127,7 +127,6 @@ def maskrcnn_pipeline(
         metrics=evaluate_task.outputs["metrics"],
         coco=download_task.outputs["coco"],
         executor=executor,
-        run_id=run_id,
         data_root=data_root,
         data_volume=data_volume,
         namespace=namespace,

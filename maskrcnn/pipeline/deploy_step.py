@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -75,42 +76,52 @@ def local_deploy(
     return decision
 
 
-def cluster_deploy(*, model_path: str, metrics_path: str, report_path: Path, k8s_args: Sequence[str]) -> dict[str, Any]:
-    """``maskrcnn k8s deploy`` in this process; returns the report it writes."""
-    from maskrcnn.cli import main as maskrcnn_main
+@dataclass(frozen=True)
+class DeployOutcome:
+    decision: dict[str, Any]   # the gate's decision and what was done (``<run dir>/deploy/decision.json``)
+    markdown: str              # the same for the KFP UI
+    endpoint: str              # where the deployed (or still deployed) model answers; "" if none
 
-    argv = ["k8s", "deploy", *k8s_args, "--model-dir", model_path, "--metrics", metrics_path, "--report", str(report_path)]
+
+def cluster_deploy(*, model_path: str, metrics_path: str, report_path: Path, k8s_args: Sequence[str]) -> DeployOutcome:
+    """``maskrcnn k8s deploy`` in this process (gate, rollout, smoke request, rollback) and its report."""
+    from maskrcnn.cli import main as maskrcnn_main
+    from maskrcnn.k8s.serving import SERVING_PORT
+
+    argv = ["k8s", "deploy", *k8s_args, "--metrics", metrics_path, "--model-uri", model_path, "--report", str(report_path)]
     log.info("deploying on the cluster: maskrcnn %s", " ".join(argv))
     code = maskrcnn_main(argv)
     if code != 0:
-        raise RuntimeError(f"maskrcnn k8s deploy failed with exit code {code}")
-    return read_json(report_path)
+        raise RuntimeError(f"maskrcnn k8s deploy failed with exit code {code}; its report: {report_path}")
+    report = read_json(report_path)
+    args = dict(zip(k8s_args[::2], k8s_args[1::2]))
+    endpoint = ""
+    if report["status"] == "deployed":
+        endpoint = f"http://{args.get('--name', 'maskrcnn')}.{args['--namespace']}.svc.cluster.local:{SERVING_PORT}"
+    return DeployOutcome(decision=report, markdown=report_path.with_suffix(".md").read_text(), endpoint=endpoint)
 
 
 def deploy_step(
     *, executor: str, model_path: str, metrics_path: str, coco_path: str, min_box_ap: float, min_mask_ap: float,
     data_root: str, port: int, k8s_args: Sequence[str] = (),
-) -> dict[str, Any]:
-    """Gate and deploy; the decision (also written to ``<run dir>/deploy/decision.json``) is returned."""
-    run_dir = Path(model_path).parent
-    report_path = run_dir / "deploy" / "decision.json"
-    if executor == "local":
-        state_dir = Path(data_root) / "serving"
-        decision = local_deploy(
-            model_path=model_path, metrics=read_json(metrics_path), coco_path=coco_path, min_box_ap=min_box_ap,
-            min_mask_ap=min_mask_ap, state_dir=state_dir, port=port,
-            stop_command=f"maskrcnn pipeline stop --workdir {Path(data_root).resolve()}",
-        )
-        write_json(report_path, decision)
-        return decision
-    return cluster_deploy(model_path=model_path, metrics_path=metrics_path, report_path=report_path, k8s_args=k8s_args)
+) -> DeployOutcome:
+    """Gate and deploy; the decision is also written to ``<run dir>/deploy/decision.json``."""
+    report_path = Path(model_path).parent / "deploy" / "decision.json"
+    if executor != "local":
+        return cluster_deploy(model_path=model_path, metrics_path=metrics_path, report_path=report_path,
+                              k8s_args=k8s_args)
+    decision = local_deploy(
+        model_path=model_path, metrics=read_json(metrics_path), coco_path=coco_path, min_box_ap=min_box_ap,
+        min_mask_ap=min_mask_ap, state_dir=Path(data_root) / "serving", port=port,
+        stop_command=f"maskrcnn pipeline stop --workdir {Path(data_root).resolve()}",
+    )
+    write_json(report_path, decision)
+    return DeployOutcome(decision=decision, markdown=decision_markdown(decision), endpoint=decision.get("endpoint", ""))
 
 
 def k8s_deploy_args(
-    *, run_id: str, namespace: str, image: str, data_volume: str, data_root: str, min_box_ap: float,
-    min_mask_ap: float, port: int,
+    *, namespace: str, image: str, data_volume: str, data_root: str, min_box_ap: float, min_mask_ap: float,
 ) -> list[str]:
-    """The cluster arguments of ``maskrcnn k8s deploy`` for one pipeline run."""
-    return ["--run-id", run_id, "--namespace", namespace, "--image", image, "--pvc", data_volume,
-            "--mount-path", data_root, "--min-box-ap", str(min_box_ap), "--min-mask-ap", str(min_mask_ap),
-            "--port", str(port)]
+    """The cluster arguments of ``maskrcnn k8s deploy`` (the model path is on the data volume)."""
+    return ["--namespace", namespace, "--image", image, "--pvc", data_volume, "--mount-path", data_root,
+            "--min-box-ap", str(min_box_ap), "--min-mask-ap", str(min_mask_ap)]

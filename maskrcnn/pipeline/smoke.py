@@ -1,9 +1,10 @@
-"""A smoke request with the serving contract (the SageMaker Mask R-CNN notebook's), checked strictly.
+"""The local deploy's smoke request: the serving contract (the SageMaker Mask R-CNN notebook's), checked strictly.
 
-``POST {url}/invocations`` with ``{"img_id", "img_data": base64 of the file}`` must answer
-``{"annotations": [...]}`` where each annotation has ``bbox`` ``[x, y, width, height]`` inside the
-image, a ``score`` in [0, 1], a COCO ``category_id`` and its ``category_name`` from the model's
-class map, and a ``segmentation`` whose uncompressed row-major RLE ``counts`` sum to height × width.
+``POST {url}/invocations`` with ``{"img_id", "img_data": base64 of the file}`` must answer what
+``maskrcnn.k8s.deploy.prediction_problems`` accepts (the cluster deploy's smoke check) and, since
+here the image and the model are known, also: every box inside the image, every category id and
+name from the model's class map, and run lengths that sum to height × width, so the notebook's
+``rle_to_binary_mask`` rebuilds each mask.
 """
 
 from __future__ import annotations
@@ -13,37 +14,33 @@ import time
 from pathlib import Path
 from typing import Any, Mapping
 
-from PIL import Image
-
 
 class SmokeFailure(RuntimeError):
     """The server answered, but not with the serving contract."""
 
 
-def check_annotation(annotation: Mapping[str, Any], *, height: int, width: int, class_names: Mapping[int, str]) -> None:
-    """Raise SmokeFailure naming the first field that breaks the contract."""
-    bbox = annotation.get("bbox")
-    if not (isinstance(bbox, list) and len(bbox) == 4 and all(isinstance(v, (int, float)) for v in bbox)):
-        raise SmokeFailure(f"bbox must be [x, y, width, height], got {bbox!r}")
-    x, y, w, h = bbox
-    if w < 0 or h < 0 or x < -1 or y < -1 or x + w > width + 1 or y + h > height + 1:
-        raise SmokeFailure(f"bbox {bbox} lies outside the {width}x{height} image")
-    score = annotation.get("score")
-    if not isinstance(score, (int, float)) or not 0.0 <= score <= 1.0:
-        raise SmokeFailure(f"score must be a number in [0, 1], got {score!r}")
-    category_id = annotation.get("category_id")
-    if category_id not in class_names:
-        raise SmokeFailure(f"category_id {category_id!r} is not in the model's class map")
-    if annotation.get("category_name") != class_names[category_id]:
-        raise SmokeFailure(
-            f"category_name {annotation.get('category_name')!r} does not match id {category_id} ({class_names[category_id]!r})"
-        )
-    segmentation = annotation.get("segmentation") or {}
-    counts, size = segmentation.get("counts"), segmentation.get("size")
-    if size != [height, width]:
-        raise SmokeFailure(f"segmentation size {size!r} is not the image's [height, width] = {[height, width]}")
-    if not isinstance(counts, list) or sum(counts) != height * width:
-        raise SmokeFailure("segmentation counts must be run lengths summing to height x width")
+def response_problems(response: Any, *, height: int, width: int, class_names: Mapping[int, str]) -> list[str]:
+    """How an answer for a ``height`` × ``width`` image breaks the contract ([] = it keeps it)."""
+    from maskrcnn.k8s.deploy import prediction_problems
+
+    problems = prediction_problems(response, image_size=(height, width))
+    if problems:
+        return problems
+    for i, annotation in enumerate(response["annotations"]):
+        where = f"annotations[{i}]"
+        x, y, w, h = annotation["bbox"]
+        if x < -1 or y < -1 or x + w > width + 1 or y + h > height + 1:
+            problems.append(f"{where}.bbox {annotation['bbox']} lies outside the {width}x{height} image")
+        category_id = annotation["category_id"]
+        if category_id not in class_names:
+            problems.append(f"{where}.category_id {category_id} is not in the model's class map")
+        elif annotation["category_name"] != class_names[category_id]:
+            problems.append(f"{where}.category_name {annotation['category_name']!r} does not match id {category_id} "
+                            f"({class_names[category_id]!r})")
+        counts = annotation["segmentation"]["counts"]
+        if not isinstance(counts, list) or sum(counts) != height * width:
+            problems.append(f"{where}.segmentation.counts: run lengths must sum to height x width = {height * width}")
+    return problems
 
 
 def smoke_request(url: str, image_path: Path, class_map: Mapping[str, Mapping[str, Any]], *,
@@ -52,9 +49,10 @@ def smoke_request(url: str, image_path: Path, class_map: Mapping[str, Mapping[st
 
     ``class_map`` is the model's ``{coco_id: {"id", "name"}}``. The low ``score_threshold`` (the
     model's own test threshold, not the API's 0.5 default) makes a briefly trained model still
-    return annotations, so their encoding is checked too.
+    return annotations, so their encoding is checked too. Raises SmokeFailure naming the problems.
     """
     import requests
+    from PIL import Image
 
     with Image.open(image_path) as image:
         width, height = image.size
@@ -65,11 +63,10 @@ def smoke_request(url: str, image_path: Path, class_map: Mapping[str, Mapping[st
     latency_ms = (time.perf_counter() - started) * 1000
     if response.status_code != 200:
         raise SmokeFailure(f"POST /invocations answered HTTP {response.status_code}: {response.text[:200]}")
-    annotations = response.json().get("annotations")
-    if not isinstance(annotations, list):
-        raise SmokeFailure("the answer has no 'annotations' list")
+    answer = response.json()
     class_names = {int(coco_id): entry["name"] for coco_id, entry in class_map.items()}
-    for annotation in annotations:
-        check_annotation(annotation, height=height, width=width, class_names=class_names)
-    return {"status": response.status_code, "annotations": len(annotations), "latency_ms": round(latency_ms, 1),
-            "image": str(image_path)}
+    problems = response_problems(answer, height=height, width=width, class_names=class_names)
+    if problems:
+        raise SmokeFailure("the answer breaks the serving contract: " + "; ".join(problems[:5]))
+    return {"status": response.status_code, "annotations": len(answer["annotations"]),
+            "latency_ms": round(latency_ms, 1), "image": str(image_path)}

@@ -132,7 +132,8 @@ def k8s_train_args(
 
     args = ["--run-id", run_id, "--namespace", namespace, "--image", image, "--nodes", str(nodes),
             "--gpus-per-node", str(gpus_per_node), "--pvc", data_volume, "--mount-path", data_root,
-            "--timeout", str(int(timeout_hours * 3600))]
+            "--timeout", str(int(timeout_hours * 3600)),
+            "--log-file", str(Path(data_root) / "runs" / run_id / "train-launcher.log")]
     for key, value in sorted(node_selector.items()):
         args += ["--node-selector", f"{key}={value}"]
     for toleration in tolerations:

@@ -44,7 +44,7 @@ def test_local_deploy_serves_smoke_tests_and_replaces_only_when_not_worse(tmp_pa
         write_json(metrics_path, _metrics(box_ap, mask_ap))
         return deploy_step(executor="local", model_path=str(model), metrics_path=str(metrics_path),
                            coco_path=str(coco_dir), min_box_ap=min_box_ap, min_mask_ap=0.1, data_root=str(root),
-                           port=local_server.free_port())
+                           port=local_server.free_port()).decision
 
     try:
         first = deploy("a", 0.5, 0.4)

@@ -6,7 +6,7 @@ import pytest
 
 from maskrcnn.pipeline import reports
 from maskrcnn.pipeline.evaluate_step import ui_metrics
-from maskrcnn.pipeline.smoke import SmokeFailure, check_annotation
+from maskrcnn.pipeline.smoke import response_problems
 
 PNG = base64.b64decode("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg==")
 
@@ -45,15 +45,17 @@ GOOD = {"bbox": [1.0, 2.0, 10.0, 5.0], "score": 0.9, "category_id": 18, "categor
 
 
 @pytest.mark.parametrize("change, problem", [
-    ({"bbox": [1, 2, 3]}, "bbox must be"),
+    ({"bbox": [1, 2, 3]}, "bbox"),
     ({"bbox": [0, 0, 50, 5]}, "outside"),
     ({"score": 1.5}, "score"),
     ({"category_id": 3}, "not in the model's class map"),
     ({"category_name": "star"}, "does not match"),
-    ({"segmentation": {"counts": [3, 4], "size": [10, 20]}}, "summing"),
+    ({"segmentation": {"counts": [3, 4], "size": [10, 20]}}, "sum to height x width"),
     ({"segmentation": {"counts": [200], "size": [20, 10]}}, "size"),
 ])
 def test_contract_violations_are_named(change, problem):
-    check_annotation(GOOD, height=10, width=20, class_names={18: "cross"})
-    with pytest.raises(SmokeFailure, match=problem):
-        check_annotation({**GOOD, **change}, height=10, width=20, class_names={18: "cross"})
+    check = dict(height=10, width=20, class_names={18: "cross"})
+    assert response_problems({"annotations": [GOOD]}, **check) == []
+    assert response_problems({"annotations": []}, **check) == []
+    problems = response_problems({"annotations": [GOOD, {**GOOD, **change}]}, **check)
+    assert len(problems) == 1 and problems[0].startswith("annotations[1]") and problem in problems[0]
