@@ -51,7 +51,7 @@ def _pod_labels(objects, kind, name=None) -> dict:
 def test_network_reachability(kustomization):
     objects = rendered(kustomization)
     policies = [o for o in objects if o["kind"] == "NetworkPolicy"]
-    serving = _pod_labels(objects, "Deployment", "maskrcnn-serve")
+    serving = _pod_labels(objects, "Deployment", "maskrcnn")
     training = _pod_labels(objects, "MPIJob")
     retrain = _pod_labels(objects, "CronJob")
     data = _pod_labels(objects, "Job", "maskrcnn-data")
@@ -80,7 +80,8 @@ def test_rbac_is_what_the_steps_need_in_one_namespace():
     granted = {(group, resource) for rule in roles[0]["rules"]
                for group in rule["apiGroups"] for resource in rule["resources"]}
     assert granted == {("kubeflow.org", "mpijobs"), ("", "pods"), ("", "pods/log"), ("apps", "deployments"),
-                       ("apps", "replicasets"), ("", "services"), ("policy", "poddisruptionbudgets")}
+                       ("apps", "replicasets"), ("", "services"), ("", "services/proxy"),
+                       ("policy", "poddisruptionbudgets")}
     binding = next(o for o in objects if o["kind"] == "RoleBinding")
     assert [s["name"] for s in binding["subjects"]] == ["maskrcnn-runner"]
     # Only the CronJob's pod uses the runner's identity; the workloads get no API token at all.
@@ -124,7 +125,7 @@ def test_retraining_uses_the_images_the_overlay_sets(overlay, tmp_path):
     for objects in (rendered(overlay), kustomize(copy / overlay)):
         assert _retrain_image_args(objects) == {
             "train": _container_image(objects, "MPIJob", "maskrcnn-train", "mpi-worker"),
-            "deploy": _container_image(objects, "Deployment", "maskrcnn-serve", "serve"),
+            "deploy": _container_image(objects, "Deployment", "maskrcnn", "server"),
         }
     assert _retrain_image_args(kustomize(copy / overlay))["train"] == "registry.example/ml/maskrcnn-train:9.9.9"
 
@@ -137,7 +138,7 @@ def test_a_first_apply_starts_only_what_has_its_input(kustomization):
     assert not objects["Job/maskrcnn-data"]["spec"].get("suspend")
     assert objects["MPIJob/maskrcnn-train"]["spec"]["runPolicy"]["suspend"] is True
     assert objects["Job/maskrcnn-evaluate"]["spec"]["suspend"] is True
-    serve_pod = objects["Deployment/maskrcnn-serve"]["spec"]["template"]["spec"]
+    serve_pod = objects["Deployment/maskrcnn"]["spec"]["template"]["spec"]
     assert [c["name"] for c in serve_pod["initContainers"]] == ["wait-for-model"]
     cronjob = objects["CronJob/maskrcnn-retrain"]["spec"]
     assert cronjob["concurrencyPolicy"] == "Forbid" and cronjob["startingDeadlineSeconds"] <= 3600

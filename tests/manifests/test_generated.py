@@ -1,5 +1,6 @@
-"""The kustomize MPIJobs are the builder's output (regenerated and compared), their launchers reach
-the workers in the namespace the kustomization renders into, and the overlays' shapes hold."""
+"""The kustomize MPIJobs and serving objects are the builders' output (regenerated and compared);
+the MPIJobs' launchers reach the workers of the namespace the kustomization renders into, the
+overlays' shapes hold, and what `maskrcnn k8s deploy` writes later fits the static Deployment."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from .render import MANIFESTS, rendered
 
 
 def _generator():
-    spec = importlib.util.spec_from_file_location("generate_mpijob", MANIFESTS / "generate_mpijob.py")
+    spec = importlib.util.spec_from_file_location("generate", MANIFESTS / "generate.py")
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # dataclasses look their module up
     spec.loader.exec_module(module)
@@ -30,7 +31,7 @@ SHAPES = {shape.path: shape for shape in GENERATOR.SHAPES}
 def test_committed_files_are_what_the_builder_generates(path):
     committed = (MANIFESTS / path).read_text()
     assert committed == GENERATOR.render(SHAPES[path]), (
-        f"manifests/{path} is stale: run `.venv/bin/python manifests/generate_mpijob.py`")
+        f"manifests/{path} is stale: run `.venv/bin/python manifests/generate.py`")
 
 
 def _kustomization(path: str) -> str:
@@ -78,3 +79,31 @@ def test_mpijob_shapes_per_overlay():
         "overlays/aws": (2, "8", "4", True),
         "overlays/small": (1, None, None, True),
     }
+
+
+def test_committed_serving_objects_are_what_the_deployer_builds():
+    committed = (MANIFESTS / GENERATOR.SERVING_PATH).read_text()
+    assert committed == GENERATOR.render_serving(), (
+        f"manifests/{GENERATOR.SERVING_PATH} is stale: run `.venv/bin/python manifests/generate.py`")
+
+
+@pytest.mark.parametrize("kustomization", ["base", "overlays/aws", "overlays/small"])
+def test_a_gated_deploy_fits_the_static_deployment(kustomization):
+    """`maskrcnn k8s deploy` keeps the live selector and replaces the pod template with its own:
+    that template must match the selector, and the NetworkPolicy must still cover its pods."""
+    from maskrcnn.k8s.gate import ModelScore
+    from maskrcnn.k8s.serving import build_deployment, model_location
+
+    objects = rendered(kustomization)
+    static = next(o for o in objects if o["kind"] == "Deployment")
+    location = model_location("/data/runs/r1/model", pvc="maskrcnn-data", mount_path="/data")
+    deployed = build_deployment(GENERATOR.SERVING, ModelScore(0.4, 0.35, "m1", "/data/runs/r1/model"), location)
+    labels = deployed["spec"]["template"]["metadata"]["labels"]
+    assert static["metadata"]["name"] == deployed["metadata"]["name"]
+    assert static["spec"]["selector"]["matchLabels"].items() <= labels.items()
+    policy = next(o for o in objects if o["kind"] == "NetworkPolicy" and o["metadata"]["name"] == "maskrcnn-serve")
+    assert policy["spec"]["podSelector"]["matchLabels"].items() <= labels.items()
+    hpa = next(o for o in objects if o["kind"] == "HorizontalPodAutoscaler")
+    assert hpa["spec"]["scaleTargetRef"]["name"] == static["metadata"]["name"]
+    service = next(o for o in objects if o["kind"] == "Service")
+    assert service["spec"]["selector"].items() <= labels.items()
