@@ -210,7 +210,9 @@ class _DeploymentTarget(_Target):
                                "annotations": {**(current["metadata"].get("annotations") or {}),
                                                **manifest["metadata"]["annotations"]},
                                "labels": {**(current["metadata"].get("labels") or {}), **manifest["metadata"]["labels"]}}
-        updated["spec"] = {**current["spec"], **{k: v for k, v in manifest["spec"].items() if k != "selector"}}
+        # The selector is immutable; replicas belong to whoever scales the Deployment (an HPA) once it exists.
+        updated["spec"] = {**current["spec"], **{k: v for k, v in manifest["spec"].items()
+                                                 if k not in ("selector", "replicas")}}
         updated.pop("status", None)
         _call(self.apps.replace_namespaced_deployment, f"update {self.describe()}", self.spec.name,
               self.spec.namespace, updated)
@@ -232,7 +234,6 @@ class _DeploymentTarget(_Target):
                 annotations.pop(key, None)
         current["metadata"]["annotations"] = annotations
         current["spec"]["template"] = previous["spec"]["template"]
-        current["spec"]["replicas"] = previous["spec"].get("replicas", current["spec"].get("replicas"))
         current.pop("status", None)
         _call(self.apps.replace_namespaced_deployment, f"roll back {self.describe()}", self.spec.name,
               self.spec.namespace, current)
@@ -254,9 +255,14 @@ class _DeploymentTarget(_Target):
         for condition in status.get("conditions") or []:
             if condition.get("type") == "Progressing" and condition.get("reason") == "ProgressDeadlineExceeded":
                 return "failed", f"ProgressDeadlineExceeded: {condition.get('message', '')}"
+        # The conditions `kubectl rollout status` waits for.
         updated, available, total = (status.get(k) or 0 for k in ("updatedReplicas", "availableReplicas", "replicas"))
-        if updated < replicas or available < replicas or total > replicas:
-            return "progressing", f"{updated}/{replicas} updated, {available} available, {total} total"
+        if updated < replicas:
+            return "progressing", f"{updated} of {replicas} replicas updated"
+        if total > updated:
+            return "progressing", f"{total - updated} old replicas pending termination"
+        if available < updated:
+            return "progressing", f"{available} of {updated} updated replicas available"
         return "done", f"{available}/{replicas} replicas available"
 
     def smoke_path(self) -> str:

@@ -47,6 +47,7 @@ PREEMPTION_REASONS = frozenset({
     "TerminationByKubelet",
 })
 TERMINAL_CONDITIONS = ("Succeeded", "Failed")
+_GONE: dict = {}  # sentinel: the MPIJob does not exist
 
 
 @dataclass(frozen=True)
@@ -93,6 +94,7 @@ class SigtermGuard:
     def __init__(self):
         self._previous = None
         self._shielded = 0
+        self._pending = False
         self.received = False
 
     def __enter__(self) -> "SigtermGuard":
@@ -105,18 +107,25 @@ class SigtermGuard:
             signal.signal(signal.SIGTERM, self._previous)
 
     def _handle(self, signum, frame) -> None:
-        first = not self.received
+        if self.received:
+            return  # already on the way out
         self.received = True
-        if first and not self._shielded:
+        if self._shielded:
+            self._pending = True  # raised when the shielded clean-up step is done
+        else:
             raise Terminated(f"signal {signum}")
 
     @contextlib.contextmanager
     def shielded(self) -> Iterator[None]:
+        """Finish the enclosed step even if SIGTERM arrives; then raise ``Terminated`` for it."""
         self._shielded += 1
         try:
             yield
         finally:
             self._shielded -= 1
+        if not self._shielded and self._pending:
+            self._pending = False
+            raise Terminated("SIGTERM during clean-up")
 
 
 def job_base_name(run_id: str) -> str:
@@ -187,13 +196,15 @@ class LauncherLog:
     """Streams the launcher pod's log into a file (and a tail in memory) from a background thread."""
 
     def __init__(self, core_api, namespace: str, path: Path | None, tail_lines: int):
-        self._core, self._namespace, self._path = core_api, namespace, path
+        self._core, self._namespace = core_api, namespace
         self._tail: collections.deque[str] = collections.deque(maxlen=tail_lines)
         self._pods: set[str] = set()
         self._threads: list[threading.Thread] = []
         self._lock = threading.Lock()
+        self._file = None
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
+            self._file = open(path, "a", buffering=1)  # line-buffered: the file is current while training runs
 
     def follow(self, pod_name: str) -> None:
         """Start streaming ``pod_name`` (once per pod; a retried launcher is a new pod)."""
@@ -214,18 +225,23 @@ class LauncherLog:
         for thread in self._threads:
             thread.join(max(0.0, deadline - time.monotonic()))
 
-    def _write(self, lines: list[str]) -> None:
+    def close(self) -> None:
         with self._lock:
-            self._tail.extend(lines)
-            if self._path is not None:
-                with open(self._path, "a") as f:
-                    f.writelines(line + "\n" for line in lines)
+            if self._file is not None:
+                self._file.close()
+                self._file = None
+
+    def _write(self, line: str) -> None:
+        with self._lock:
+            self._tail.append(line)
+            if self._file is not None:
+                self._file.write(line + "\n")
 
     def _stream(self, pod_name: str) -> None:
         from kubernetes import watch
         from kubernetes.client.exceptions import ApiException
 
-        self._write([f"==> launcher pod {pod_name} <=="])
+        self._write(f"==> launcher pod {pod_name} <==")
         written = 0  # lines of this pod already written: a reconnect re-reads from the start
         for _ in range(20):  # reconnects (API server restarts, idle connection resets)
             seen = 0
@@ -234,7 +250,7 @@ class LauncherLog:
                                                  container=LAUNCHER_CONTAINER, follow=True):
                     seen += 1
                     if seen > written:
-                        self._write([line])
+                        self._write(line)
                         written = seen
                 return  # the stream ended with the pod
             except ApiException as e:
@@ -308,9 +324,12 @@ class MPIJobRunner:
             e.log_tail = log.tail()
             raise
         finally:
-            if name is not None:
-                with self._guard.shielded():
-                    self._delete(name)
+            try:
+                if name is not None:
+                    with self._guard.shielded():
+                        self._delete(name)
+            finally:
+                log.close()
 
     # ------------------------------------------------------------------ steps
     def _adopt(self, base_name: str, run_id: str) -> tuple[dict | None, bool]:
@@ -398,6 +417,8 @@ class MPIJobRunner:
                     raise
                 logger.warning("watch of MPIJob %s broke (%s); polling", name, e)
                 job, resource_version = self._get(name), None
+                if job is _GONE:
+                    return "Failed", "the MPIJob was deleted by someone else"
                 time.sleep(min(1.0, self.settings.poll_seconds))
             if job is None:
                 continue
@@ -422,8 +443,16 @@ class MPIJobRunner:
                 return "Failed", f"{failed.get('reason', '')}: {failed.get('message', '')}".strip(": ")
 
     def _get(self, name: str) -> dict | None:
+        """The MPIJob, ``_GONE`` when it does not exist, None when it cannot be read now."""
+        from kubernetes.client.exceptions import ApiException
+
         try:
             return self._custom.get_namespaced_custom_object(GROUP, VERSION, self.namespace, PLURAL, name)
+        except ApiException as e:
+            if e.status == 404:
+                return _GONE
+            logger.warning("cannot read MPIJob %s (%s)", name, e.reason)
+            return None
         except Exception as e:
             logger.warning("cannot read MPIJob %s (%s)", name, e)
             return None

@@ -168,3 +168,11 @@ def test_prediction_contract_checks():
     bad["annotations"][0]["score"] = 3
     assert len(prediction_problems(bad)) == 2
     assert smoke_image()[:2] == b"\xff\xd8"
+
+
+def test_update_leaves_replicas_to_the_autoscaler(tmp_path):
+    with FakeKubernetes() as fake:
+        assert _deploy(fake, tmp_path, 0.40, 0.35, "m1").status == "deployed"
+        fake.update(DEPLOYMENTS, NS, "maskrcnn", lambda d: d["spec"].__setitem__("replicas", 5))  # the HPA scaled up
+        assert _deploy(fake, tmp_path, 0.42, 0.36, "m2").status == "deployed"
+        assert fake.get(DEPLOYMENTS, NS, "maskrcnn")["spec"]["replicas"] == 5

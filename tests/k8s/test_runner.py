@@ -166,3 +166,26 @@ def test_preemption_evidence_tells_eviction_from_program_failure():
     assert "DeletionByTaintManager" in preemption_evidence(job, [tainted], {})
     assert "disappeared" in preemption_evidence(job, [], {"w-0": "1"})
     assert "replaced" in preemption_evidence(job, [failed_worker], {"w-0": "2"})
+
+
+def test_sigterm_during_clean_up_is_deferred_until_the_step_is_done():
+    steps = []
+    with SigtermGuard() as guard, pytest.raises(Terminated):
+        with guard.shielded():
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(0.05)
+            steps.append("clean-up finished")  # not interrupted
+        steps.append("not reached")
+    assert steps == ["clean-up finished"]
+
+
+def test_a_job_deleted_by_someone_else_fails_the_run(tmp_path):
+    with FakeKubernetes(mpijob_scenarios=["hang"]) as fake:
+        def delete_when_running():
+            while not fake.logs:
+                time.sleep(0.02)
+            fake.remove(MPIJOBS, NS, job_base_name(RUN_ID))
+
+        threading.Thread(target=delete_when_running, daemon=True).start()
+        with pytest.raises(TrainingFailed, match="deleted by someone else"):
+            _run(fake, tmp_path)
