@@ -114,8 +114,9 @@ def serving_objects() -> list[dict]:
     """
     location = model_location(STATIC_MODEL, pvc=DATA.claim_name, mount_path=DATA.mount_path)
     deployment = build_deployment(SERVING, ModelScore(box_ap=0.0, mask_ap=0.0, model_uri=STATIC_MODEL), location)
-    del deployment["metadata"]["annotations"], deployment["spec"]["template"]["metadata"]["annotations"]
-    del deployment["spec"]["replicas"]
+    deployment["metadata"].pop("annotations", None)
+    deployment["spec"]["template"]["metadata"].pop("annotations", None)
+    deployment["spec"].pop("replicas", None)
     model_file = f"{location.model_dir}/saved_model/saved_model.pb"
     server = deployment["spec"]["template"]["spec"]["containers"][0]
     deployment["spec"]["template"]["spec"]["initContainers"] = [{
