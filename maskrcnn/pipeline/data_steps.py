@@ -3,7 +3,7 @@
 Both steps write into ``{data_root}/datasets/<name>-<hash of the source>/`` on the data volume
 (``coco/`` and ``shards/<split>/``) and leave a stamp (``download.json``, ``convert-<split>.json``)
 when they finish. A later run with the same source finds the stamp, checks it against the files
-(annotation hashes, image counts, shard sizes) and skips the work. This is what makes a second
+(annotation hashes, image counts, shard sizes, the converter's format version) and skips the work. This is what makes a second
 local run fast (kfp.local has no step caching) and what lets a cluster run whose KFP cache entry
 was evicted reuse the data already on the volume. A stamp that no longer matches is ignored and
 the step runs again (the download and convert programs resume their own partial work).
@@ -109,12 +109,15 @@ def _shard_sizes(out_dir: Path, manifest: Mapping[str, Any]) -> dict[str, int]:
 
 
 def _convert_still_valid(stamp: Mapping[str, Any], out_dir: Path, annotations_sha256: str, shards: int) -> bool:
+    from maskrcnn.data.convert import FORMAT_VERSION
+
     manifest_path = out_dir / "manifest.json"
     if not manifest_path.is_file():
         return False
     manifest = read_json(manifest_path)
     return (
-        stamp.get("annotations_sha256") == annotations_sha256
+        stamp.get("format_version") == FORMAT_VERSION  # shards written by another converter are rebuilt
+        and stamp.get("annotations_sha256") == annotations_sha256
         and manifest.get("source", {}).get("annotations_sha256") == annotations_sha256
         and stamp.get("shards") == shards == len(manifest["shards"])
         and stamp.get("sizes") == _shard_sizes(out_dir, manifest)
@@ -161,7 +164,7 @@ def convert_step(
             log.info("convert: %s already holds verified shards of %s; skipping", out_dir, annotations.name)
             manifest = read_json(out_dir / "manifest.json")
         else:
-            from maskrcnn.data.convert import convert
+            from maskrcnn.data.convert import FORMAT_VERSION, convert
 
             all_cached = False
             manifest = convert(
@@ -175,7 +178,8 @@ def convert_step(
             )
             write_json(
                 stamp_path,
-                {"annotations_sha256": annotations_sha256, "shards": shards, "sizes": _shard_sizes(out_dir, manifest)},
+                {"format_version": FORMAT_VERSION, "annotations_sha256": annotations_sha256, "shards": shards,
+                 "sizes": _shard_sizes(out_dir, manifest)},
             )
         summaries[split] = _split_summary(manifest)
         class_map = manifest["class_map"]

@@ -56,3 +56,15 @@ def test_second_convert_is_skipped_and_tied_to_the_annotations(mirror, tmp_path)
     assert convert_step(coco_splits=coco["splits"], **{**kwargs, "train_shards": 3})["cached"] is False
     changed = {split: {**facts, "annotations_sha256": "0" * 64} for split, facts in coco["splits"].items()}
     assert convert_step(coco_splits=changed, **kwargs)["cached"] is False
+
+
+def test_shards_of_another_converter_version_are_rebuilt(mirror, tmp_path, monkeypatch):
+    import maskrcnn.data.convert
+
+    coco = download_step(source=str(mirror), data_root=str(tmp_path))
+    kwargs = dict(coco_path=coco["path"], coco_splits=coco["splits"], data_root=str(tmp_path), train_shards=2,
+                  val_shards=1, workers=1)
+    assert convert_step(**kwargs)["cached"] is False
+    monkeypatch.setattr(maskrcnn.data.convert, "FORMAT_VERSION", maskrcnn.data.convert.FORMAT_VERSION + 1)
+    assert convert_step(**kwargs)["cached"] is False
+    assert convert_step(**kwargs)["cached"] is True
