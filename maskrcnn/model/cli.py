@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import sys
 
 
@@ -13,9 +12,7 @@ def _summary(args: argparse.Namespace) -> int:
     from maskrcnn.model.summary import format_summary
 
     cfg = get_config(args.preset, args.overrides)
-    # Parameter counts do not depend on the image size: build on a small canvas to stay fast.
-    small = dataclasses.replace(cfg, PREPROC=dataclasses.replace(cfg.PREPROC, PAD_SIZE=(128, 128), MAX_SIZE=128))
-    model = MaskRCNN(small).build_for_inputs()
+    model = MaskRCNN(cfg).build_for_inputs()
     sys.stdout.write(f"Mask R-CNN, preset {cfg.PRESET}, {cfg.NUM_CLASSES} classes\n{format_summary(model)}\n")
     return 0
 

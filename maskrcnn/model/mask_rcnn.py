@@ -62,10 +62,19 @@ class MaskRCNN(keras.Model):
         self.built = True
 
     def build_for_inputs(self) -> "MaskRCNN":
-        """Create every weight by running inference once on a zero batch of one image."""
-        ph, pw = self.cfg.PREPROC.PAD_SIZE
-        info = tf.constant([[ph, pw, 1.0, ph, pw]], tf.float32)
-        self.detect(tf.zeros([1, ph, pw, 3]), info)
+        """Create every weight now (before restoring, loading or broadcasting them).
+
+        Weight shapes do not depend on the image size, so this runs the layers on the smallest
+        inputs they accept instead of a full padded image.
+        """
+        side = 2**self.cfg.FPN.MAX_LEVEL
+        features, _, _ = self(tf.zeros([1, side, side, 3]))
+        channels = features[self.cfg.FPN.MIN_LEVEL].shape[-1]
+        pool = self.cfg.FRCNN.POOL_SIZE
+        self.box_head(tf.zeros([1, 1, pool, pool, channels], features[self.cfg.FPN.MIN_LEVEL].dtype))
+        if self.mask_head is not None:
+            pool = self.cfg.MRCNN.POOL_SIZE
+            self.mask_head(tf.zeros([1, 1, pool, pool, channels], features[self.cfg.FPN.MIN_LEVEL].dtype))
         return self
 
     def call(self, images: tf.Tensor, training: bool = False) -> tuple[dict[int, tf.Tensor], dict, dict]:

@@ -38,6 +38,51 @@ class RPNHead(keras.layers.Layer):
         return logits, deltas
 
 
+def _top_boxes_per_level(logits, deltas, anchors, image_sizes, *, pre_nms_topk: int, min_size: float):
+    """Per level, the ``pre_nms_topk`` best anchors decoded and clipped, stacked over levels.
+
+    Returns ``boxes [B, L, k, 4]`` and ``scores [B, L, k]`` sorted best first within each level, where
+    ``k`` is the largest per-level count; smaller levels and boxes clipped to nothing (or below
+    ``min_size``) get score ``-inf``.
+    """
+    levels = sorted(logits)
+    counts = [min(pre_nms_topk, int(anchors[level].shape[0])) for level in levels]
+    k = max(counts)
+    level_boxes, level_scores = [], []
+    for level, count in zip(levels, counts):
+        scores, idx = tf.math.top_k(tf.stop_gradient(logits[level]), k=count, sorted=True)
+        level_deltas = tf.gather(tf.stop_gradient(deltas[level]), idx, batch_dims=1)
+        boxes = box_ops.decode_boxes(level_deltas, tf.gather(tf.convert_to_tensor(anchors[level], tf.float32), idx))
+        boxes = box_ops.clip_boxes(boxes, image_sizes[:, 0:1], image_sizes[:, 1:2])
+        scores = tf.where(box_ops.is_valid_box(boxes, min_size), scores, float("-inf"))
+        level_boxes.append(tf.pad(boxes, [[0, 0], [0, k - count], [0, 0]]))
+        level_scores.append(tf.pad(scores, [[0, 0], [0, k - count]], constant_values=float("-inf")))
+    boxes = tf.stack(level_boxes, axis=1)
+    scores = tf.stack(level_scores, axis=1)
+    # Boxes invalidated above keep their place in the ranking; NMS wants them last.
+    order = tf.argsort(scores, axis=-1, direction="DESCENDING", stable=True)
+    return tf.gather(boxes, order, batch_dims=2), tf.gather(scores, order, batch_dims=2)
+
+
+def _batched_nms(boxes: tf.Tensor, scores: tf.Tensor, max_output: int, iou_threshold: float) -> tuple[tf.Tensor, tf.Tensor]:
+    """NMS over every ``[..., k]`` group of sorted boxes at once → ``boxes [..., max_output, 4]``,
+    ``scores [..., max_output]`` (empty slots: zero box, score ``-inf``)."""
+    keep, num_valid = tf.image.non_max_suppression_padded(
+        boxes,
+        scores,
+        max_output_size=max_output,
+        iou_threshold=iou_threshold,
+        score_threshold=float("-inf"),  # only -inf (invalid) boxes are dropped
+        pad_to_max_output_size=True,
+        sorted_input=True,
+        canonicalized_coordinates=True,
+    )
+    kept = tf.sequence_mask(num_valid, max_output)
+    kept_boxes = tf.where(kept[..., None], tf.gather(boxes, keep, batch_dims=len(boxes.shape) - 2), 0.0)
+    kept_scores = tf.where(kept, tf.gather(scores, keep, batch_dims=len(scores.shape) - 1), float("-inf"))
+    return kept_boxes, kept_scores
+
+
 def generate_proposals(
     logits: Mapping[int, tf.Tensor],
     deltas: Mapping[int, tf.Tensor],
@@ -58,57 +103,23 @@ def generate_proposals(
         image_sizes: ``[B, 2]`` float32 ``(height, width)`` of each resized image (not the padding).
         pre_nms_topk: boxes kept per level before NMS; post_nms_topk: proposals per image.
     Returns:
-        ``boxes [B, post_nms_topk, 4]`` (no gradient) and ``scores [B, post_nms_topk]`` (objectness
-        logits, best first). Slots left empty when an image has fewer boxes hold a zero box and
+        ``boxes [B, post_nms_topk, 4]`` and ``scores [B, post_nms_topk]`` (objectness logits, best
+        first), without gradient. Slots left empty when an image has fewer boxes hold a zero box and
         score ``-inf``; use ``tf.math.is_finite(scores)`` as the validity mask.
     """
-    levels = sorted(logits)
-    batch = tf.shape(logits[levels[0]])[0]
-    # One NMS over [B * L] "images" of k boxes each: pad every level to the same k.
-    k = max(min(pre_nms_topk, int(anchors[level].shape[0])) for level in levels)
-    level_boxes, level_scores = [], []
-    for level in levels:
-        scores = tf.stop_gradient(logits[level])
-        k_level = min(pre_nms_topk, int(anchors[level].shape[0]))
-        top_scores, top_idx = tf.math.top_k(scores, k=k_level, sorted=True)
-        top_deltas = tf.gather(tf.stop_gradient(deltas[level]), top_idx, batch_dims=1)
-        top_anchors = tf.gather(tf.convert_to_tensor(anchors[level], tf.float32), top_idx)
-        boxes = box_ops.decode_boxes(top_deltas, top_anchors)
-        boxes = box_ops.clip_boxes(boxes, image_sizes[:, 0:1], image_sizes[:, 1:2])
-        valid = box_ops.is_valid_box(boxes, min_size)
-        top_scores = tf.where(valid, top_scores, tf.fill(tf.shape(top_scores), float("-inf")))
-        pad = k - k_level
-        level_boxes.append(tf.pad(boxes, [[0, 0], [0, pad], [0, 0]]))
-        level_scores.append(tf.pad(top_scores, [[0, 0], [0, pad]], constant_values=float("-inf")))
-    boxes = tf.stack(level_boxes, axis=1)    # [B, L, k, 4]
-    scores = tf.stack(level_scores, axis=1)  # [B, L, k]
-    # Invalid boxes were sorted by their original score; push them behind every valid one.
-    order = tf.argsort(scores, axis=-1, direction="DESCENDING", stable=True)
-    boxes = tf.gather(boxes, order, batch_dims=2)
-    scores = tf.gather(scores, order, batch_dims=2)
+    boxes, scores = _top_boxes_per_level(
+        logits, deltas, anchors, image_sizes, pre_nms_topk=pre_nms_topk, min_size=min_size
+    )
+    num_levels, k = boxes.shape[1], boxes.shape[2]
     per_level = min(post_nms_topk, k)
-    keep, num_valid = tf.image.non_max_suppression_padded(
-        boxes,
-        scores,
-        max_output_size=per_level,
-        iou_threshold=nms_thresh,
-        score_threshold=float("-inf"),
-        pad_to_max_output_size=True,
-        sorted_input=True,
-        canonicalized_coordinates=True,
-    )  # [B, L, per_level], [B, L]
-    kept_boxes = tf.gather(boxes, keep, batch_dims=2)
-    kept_scores = tf.gather(scores, keep, batch_dims=2)
-    slot_valid = tf.sequence_mask(num_valid, per_level)
-    kept_scores = tf.where(slot_valid, kept_scores, float("-inf"))
-    merged_boxes = tf.reshape(kept_boxes, [batch, -1, 4])
-    merged_scores = tf.reshape(kept_scores, [batch, -1])
-    num_out = min(post_nms_topk, per_level * len(levels))
-    top_scores, top_idx = tf.math.top_k(merged_scores, k=num_out, sorted=True)
-    top_boxes = tf.gather(merged_boxes, top_idx, batch_dims=1)
-    top_boxes = tf.where(tf.math.is_finite(top_scores)[..., None], top_boxes, 0.0)
-    if num_out < post_nms_topk:
-        pad = post_nms_topk - num_out
-        top_boxes = tf.pad(top_boxes, [[0, 0], [0, pad], [0, 0]])
-        top_scores = tf.pad(top_scores, [[0, 0], [0, pad]], constant_values=float("-inf"))
-    return tf.stop_gradient(top_boxes), tf.stop_gradient(top_scores)
+    boxes, scores = _batched_nms(boxes, scores, per_level, nms_thresh)  # [B, L, per_level(, 4)]
+    batch = tf.shape(boxes)[0]
+    boxes = tf.reshape(boxes, [batch, num_levels * per_level, 4])
+    scores = tf.reshape(scores, [batch, num_levels * per_level])
+    num_out = min(post_nms_topk, num_levels * per_level)
+    scores, idx = tf.math.top_k(scores, k=num_out, sorted=True)
+    boxes = tf.gather(boxes, idx, batch_dims=1)
+    pad = post_nms_topk - num_out
+    boxes = tf.pad(boxes, [[0, 0], [0, pad], [0, 0]])
+    scores = tf.pad(scores, [[0, 0], [0, pad]], constant_values=float("-inf"))
+    return tf.stop_gradient(boxes), tf.stop_gradient(scores)
