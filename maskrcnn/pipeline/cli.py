@@ -96,7 +96,7 @@ def register(commands) -> None:
 
     parser = commands.subcommand("pipeline", "run", "run the whole pipeline on this machine (kfp.local)", _run)
     parser.add_argument("--local", action="store_true", help="run with kfp.local on this machine (required)")
-    parser.add_argument("--workdir", default="runs/local", help="working directory (data cache, runs, server)")
+    parser.add_argument("--workdir", default="runs/demo", help="working directory (data cache, runs, server)")
     parser.add_argument("--train-images", type=int, default=96, help="generated training images")
     parser.add_argument("--val-images", type=int, default=24, help="generated validation images")
     parser.add_argument("--seed", type=int, default=0, help="seed of the generated dataset")
@@ -108,7 +108,7 @@ def register(commands) -> None:
     add_config_arguments(parser, default_preset="tiny")
 
     parser = commands.subcommand("pipeline", "stop", "stop the local server a local run started", _stop)
-    parser.add_argument("--workdir", default="runs/local", help="working directory of the local run")
+    parser.add_argument("--workdir", default="runs/demo", help="working directory of the local run")
 
     parser = commands.subcommand("pipeline", "submit", "upload the pipeline to Kubeflow Pipelines and start a run",
                                  _submit)
