@@ -118,7 +118,10 @@ async def _read_request(request: Request, settings: ServeSettings) -> tuple[Pred
     try:
         image = base64.b64decode(req.img_data, validate=True)
     except (binascii.Error, ValueError):
-        raise RequestError(400, "bad_base64", "img_data is not valid base64 (standard alphabet, padded)") from None
+        try:  # MIME-style base64 wrapped in lines is still base64
+            image = base64.b64decode("".join(req.img_data.split()), validate=True)
+        except (binascii.Error, ValueError):
+            raise RequestError(400, "bad_base64", "img_data is not valid base64 (standard alphabet, padded)") from None
     if not image:
         raise RequestError(400, "empty_image", "img_data is empty")
     return req, image

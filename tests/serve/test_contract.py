@@ -101,3 +101,13 @@ def test_openapi_documents_the_contract(client):
         schema = op["requestBody"]["content"]["application/json"]["schema"]
         assert {"img_id", "img_data"} <= set(schema["required"])
         assert {"200", "400", "413", "415", "422", "503"} <= set(op["responses"])
+
+
+def test_line_wrapped_base64_is_accepted(client):
+    import base64
+
+    wrapped = base64.encodebytes(encode_png(colored_image(30, 30, 5))).decode()     # MIME: a newline every 76 chars
+    plain = b64(encode_png(colored_image(30, 30, 5)))
+    assert "\n" in wrapped
+    replies = [client.post("/predict", json={"img_id": "a", "img_data": data}) for data in (wrapped, plain)]
+    assert replies[0].status_code == 200 and replies[0].content == replies[1].content
