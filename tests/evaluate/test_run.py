@@ -109,3 +109,45 @@ def test_two_horovod_ranks_give_the_single_process_metrics(eval_dir, tiny_model_
     assert distributed == single
     key = lambda d: (d["image_id"], -d["score"], d["category_id"])  # noqa: E731
     assert sorted(read_json(out / "detections.json"), key=key) == sorted(read_json(eval_dir / "detections.json"), key=key)
+
+
+def rle_to_binary_mask(rle, img_shape):
+    """The client's code, copied from the SageMaker notebook (003_8c6a1f8245567592.txt)."""
+    value = 0
+    mask_array = []
+    for count in rle:
+        mask_array.extend([int(value)] * count)
+        value = (value + 1) % 2
+
+    assert len(mask_array) == img_shape[0] * img_shape[1]
+    b_mask = np.array(mask_array, dtype=np.uint8).reshape(img_shape)
+
+    return b_mask
+
+
+def test_notebook_client_decodes_the_real_models_masks(tiny_model_dir, synth_coco):
+    """The contract on the trained model: every row-major RLE mask rebuilds the predictor's mask."""
+    from fastapi.testclient import TestClient
+
+    from maskrcnn.serve.app import create_app
+    from maskrcnn.train.export import load_predictor
+
+    gt = read_json(synth_coco / "annotations" / "instances_val2017.json")
+    data = (synth_coco / "val2017" / gt["images"][0]["file_name"]).read_bytes()
+    (det,) = load_predictor(tiny_model_dir)([data], mask_threshold=0.5)
+    names = {c["id"]: c["name"] for c in gt["categories"]}
+    with TestClient(create_app(tiny_model_dir)) as client:
+        for _ in range(600):
+            if client.get("/ping").status_code == 200:
+                break
+            time.sleep(0.1)
+        reply = client.post("/invocations", json={"img_id": "x", "img_data": base64.b64encode(data).decode(),
+                                                  "score_threshold": 0.0})
+    annotations = reply.json()["annotations"]
+    assert len(annotations) == len(det.scores) > 0
+    for a, mask, box, cat in zip(annotations, det.masks, det.boxes, det.category_ids):
+        decoded = rle_to_binary_mask(a["segmentation"]["counts"], tuple(a["segmentation"]["size"]))
+        np.testing.assert_array_equal(decoded, mask)
+        y1, x1, y2, x2 = box
+        np.testing.assert_allclose(a["bbox"], [x1, y1, x2 - x1, y2 - y1], atol=0.01)
+        assert a["category_id"] == cat and a["category_name"] == names[cat]
