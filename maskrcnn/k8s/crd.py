@@ -82,8 +82,10 @@ def crd_path() -> Path:
 
 @functools.lru_cache(maxsize=None)
 def load_crd(path: str | None = None) -> dict:
+    # The CRD is 750 kB of YAML: libyaml's loader reads it in 0.1 s, the pure-Python one in over 1 s.
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
     with open(path or crd_path()) as f:
-        return yaml.safe_load(f)
+        return yaml.load(f, Loader=loader)
 
 
 def crd_schema(crd: dict) -> dict:

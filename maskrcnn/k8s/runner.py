@@ -238,12 +238,14 @@ class LauncherLog:
                 self._file.write(line + "\n")
 
     def _stream(self, pod_name: str) -> None:
+        """Follow the pod's log until the pod ends or is gone, reconnecting when the stream breaks
+        (API server restart, idle connection reset): a reconnect re-reads from the start and skips
+        the lines already written."""
         from kubernetes import watch
-        from kubernetes.client.exceptions import ApiException
 
         self._write(f"==> launcher pod {pod_name} <==")
-        written = 0  # lines of this pod already written: a reconnect re-reads from the start
-        for _ in range(20):  # reconnects (API server restarts, idle connection resets)
+        written = 0
+        while True:
             seen = 0
             try:
                 for line in watch.Watch().stream(self._core.read_namespaced_pod_log, pod_name, self._namespace,
@@ -252,19 +254,22 @@ class LauncherLog:
                     if seen > written:
                         self._write(line)
                         written = seen
-                return  # the stream ended with the pod
-            except ApiException as e:
-                if e.status in (400, 404):  # not started yet, or gone
-                    time.sleep(1.0)
-                    try:
-                        self._core.read_namespaced_pod(pod_name, self._namespace)
-                    except ApiException:
-                        return
-                    continue
-                logger.warning("launcher log stream of %s broke (%s); reconnecting", pod_name, e.reason)
-            except Exception as e:  # connection reset: reconnect
-                logger.warning("launcher log stream of %s broke (%s); reconnecting", pod_name, e)
+            except Exception as e:  # 400 while the container starts, resets, API server restarts
+                logger.debug("launcher log stream of %s: %s", pod_name, e)
+            if self._pod_finished(pod_name):
+                return
             time.sleep(1.0)
+
+    def _pod_finished(self, pod_name: str) -> bool:
+        from kubernetes.client.exceptions import ApiException
+
+        try:
+            phase = self._core.read_namespaced_pod(pod_name, self._namespace).status.phase
+        except ApiException as e:
+            return e.status == 404
+        except Exception:
+            return False
+        return phase in ("Succeeded", "Failed")
 
 
 class MPIJobRunner:
@@ -427,7 +432,8 @@ class MPIJobRunner:
                 continue
             for pod in pods:
                 labels = pod["metadata"].get("labels") or {}
-                if labels.get(OPERATOR_JOB_ROLE_LABEL) == "launcher":
+                if labels.get(OPERATOR_JOB_ROLE_LABEL) == "launcher" and (pod.get("status") or {}).get("phase") in (
+                        "Running", "Succeeded", "Failed"):  # a Pending launcher has no log yet
                     log.follow(pod["metadata"]["name"])
             evidence = preemption_evidence(job, pods, known_workers)
             if evidence:

@@ -81,6 +81,7 @@ class FakeKubernetes:
         self.rollout_fails = rollout_fails
         self.smoke_fails = smoke_fails
         self.smoke_requests: list[dict] = []
+        self.log_stream_breaks = 0   # followed log streams to cut after their first chunk (connection resets)
         self._rv = 0
         self._lock = threading.RLock()
         self._changed = threading.Condition(self._lock)
@@ -326,7 +327,7 @@ class FakeKubernetes:
 class _MPIOperator:
     """Plays mpi-operator for one MPIJob: pods, conditions and launcher log lines per scenario.
 
-    Scenarios: ``succeed``, ``fail`` (program error, log tail), ``hang`` (runs forever),
+    Scenarios: ``succeed``, ``succeed-slowly`` (2 s of log lines), ``fail`` (program error, log tail), ``hang`` (runs forever),
     ``evict`` (a worker evicted: pod reason Evicted, job Failed/MPIJobEvicted), ``node-lost``
     (a worker pod disappears while the launcher keeps running), ``pending`` (no pods at all).
     """
@@ -403,6 +404,12 @@ class _MPIOperator:
 
     def _succeed(self) -> None:
         if self._steps(0, 3):
+            self.log("training finished")
+            self.pod(self.launcher, "launcher", "Succeeded", exit_code=0)
+            self.condition("Succeeded", "MPIJobSucceeded", f"MPIJob {self.ns}/{self.name} successfully completed.")
+
+    def _succeed_slowly(self) -> None:  # long enough for the runner to follow the log while it is written
+        if self._steps(0, 40):
             self.log("training finished")
             self.pod(self.launcher, "launcher", "Succeeded", exit_code=0)
             self.condition("Succeeded", "MPIJobSucceeded", f"MPIJob {self.ns}/{self.name} successfully completed.")
@@ -629,6 +636,11 @@ class _Handler(BaseHTTPRequestHandler):
             if chunk:
                 self.wfile.write("".join(line + "\n" for line in chunk).encode())
                 self.wfile.flush()
+                with fake._lock:
+                    cut = follow and not done and fake.log_stream_breaks > 0
+                    fake.log_stream_breaks -= cut
+                if cut:
+                    return
             if done:
                 with fake._lock:  # lines written while the pod ended
                     rest = fake.logs.get((namespace, pod), [])[sent:] if follow else []

@@ -189,3 +189,13 @@ def test_a_job_deleted_by_someone_else_fails_the_run(tmp_path):
         threading.Thread(target=delete_when_running, daemon=True).start()
         with pytest.raises(TrainingFailed, match="deleted by someone else"):
             _run(fake, tmp_path)
+
+
+def test_a_broken_log_stream_is_resumed_without_duplicates_or_gaps(tmp_path):
+    with FakeKubernetes(mpijob_scenarios=["succeed-slowly"]) as fake:
+        fake.log_stream_breaks = 2
+        _run(fake, tmp_path)
+        (launcher_lines,) = [lines for (ns, pod), lines in fake.logs.items() if "-launcher-" in pod]
+        assert fake.log_stream_breaks == 0, "the fake cut the stream"
+    written = (tmp_path / "launcher.log").read_text().splitlines()
+    assert written[0].startswith("==> launcher pod") and written[1:] == launcher_lines
