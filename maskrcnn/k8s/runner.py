@@ -272,6 +272,11 @@ class LauncherLog:
         return phase in ("Succeeded", "Failed")
 
 
+def _attempt_of(job: dict) -> int:
+    value = (job["metadata"].get("labels") or {}).get(LABEL_ATTEMPT, "0")
+    return int(value) if value.isdigit() else 0
+
+
 class MPIJobRunner:
     """Creates or adopts, watches and cleans up the MPIJobs of one training run."""
 
@@ -291,14 +296,14 @@ class MPIJobRunner:
         deadline = time.monotonic() + self.settings.timeout_seconds if self.settings.timeout_seconds else None
         log = LauncherLog(self._core, self.namespace, self.settings.log_file, self.settings.tail_lines)
         job, adopted = self._adopt(base_name, run_id)
-        attempt = int((job or {}).get("metadata", {}).get("labels", {}).get(LABEL_ATTEMPT, 0)) if job else 0
+        attempt = _attempt_of(job) if job else 0
         name = job["metadata"]["name"] if job else None
         first_attempt, resubmits = attempt, 0
         try:
             if job is not None and terminal_state(job) == "Failed" and not preemption_evidence(job, [], {}):
                 logger.info("MPIJob %s of this run failed before; starting a new attempt", name)
                 self._delete(name)
-                attempt, name, job = attempt + 1, None, None
+                attempt, name, job, adopted = attempt + 1, None, None, False
             if job is None:
                 name = attempt_name(base_name, attempt)
                 self._submit(build(name, attempt))
@@ -357,7 +362,7 @@ class MPIJobRunner:
             raise api_error(e, f"list MPIJobs in {self.namespace}") from None
         if not jobs:
             return None, False
-        jobs.sort(key=lambda j: int(j["metadata"].get("labels", {}).get(LABEL_ATTEMPT, 0)))
+        jobs.sort(key=_attempt_of)
         for stale in jobs[:-1]:
             self._delete(stale["metadata"]["name"])
         job = jobs[-1]

@@ -100,7 +100,7 @@ def test_a_failed_job_of_an_earlier_try_is_replaced_by_a_new_attempt(tmp_path):
             MPIJobRunner(fake.api_client(), NS, _settings(tmp_path)).run(
                 base_name=job_base_name(RUN_ID), run_id=RUN_ID, build=lambda n, a: _keep(fake, _build(n, a)))
         result = _run(fake, tmp_path)
-        assert result.name == job_base_name(RUN_ID) + "-r1"
+        assert result.name == job_base_name(RUN_ID) + "-r1" and not result.adopted
 
 
 def _keep(fake, manifest):
