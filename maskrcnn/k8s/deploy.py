@@ -34,7 +34,7 @@ from maskrcnn.k8s import gate
 from maskrcnn.k8s.client import api_error
 from maskrcnn.k8s.serving import (
     KSERVE_API_VERSION, PORT_NAME, ModelLocation, ServingSpec, build_deployment, build_inference_service,
-    build_pdb, build_service, inference_service_problems,
+    build_pdb, build_service, inference_service_problems, updated_template,
 )
 from maskrcnn.utils.io import atomic_write, write_json
 
@@ -210,9 +210,11 @@ class _DeploymentTarget(_Target):
                                "annotations": {**(current["metadata"].get("annotations") or {}),
                                                **manifest["metadata"]["annotations"]},
                                "labels": {**(current["metadata"].get("labels") or {}), **manifest["metadata"]["labels"]}}
-        # The selector is immutable; replicas belong to whoever scales the Deployment (an HPA) once it exists.
+        # The selector is immutable and replicas belong to whoever scales the Deployment (an HPA) once
+        # it exists; the pod template keeps what an overlay set (see updated_template).
         updated["spec"] = {**current["spec"], **{k: v for k, v in manifest["spec"].items()
-                                                 if k not in ("selector", "replicas")}}
+                                                 if k not in ("selector", "replicas", "template")},
+                           "template": updated_template(current["spec"]["template"], manifest["spec"]["template"])}
         updated.pop("status", None)
         _call(self.apps.replace_namespaced_deployment, f"update {self.describe()}", self.spec.name,
               self.spec.namespace, updated)

@@ -9,6 +9,7 @@ directory on a PVC, mounted read-only.
 
 from __future__ import annotations
 
+import copy
 import posixpath
 from dataclasses import dataclass, field
 from typing import Mapping
@@ -24,6 +25,7 @@ MODEL_MOUNT = "/models"
 CACHE_DIR = "/var/cache/maskrcnn"
 SERVING_USER_ID = 1000
 KSERVE_API_VERSION = "serving.kserve.io/v1beta1"
+MANAGED_VOLUMES = ("model", "tmp", "cache")  # the volumes the deployer owns in a serving pod
 
 
 @dataclass(frozen=True)
@@ -153,6 +155,32 @@ def build_deployment(spec: ServingSpec, model: ModelScore, location: ModelLocati
             },
         },
     }
+
+
+def updated_template(current: dict, desired: dict) -> dict:
+    """``current`` pod template serving the model of ``desired``.
+
+    Only what the deployer owns changes: the server container's image, arguments and credentials,
+    the model/tmp/cache volumes and the model id annotation. What an overlay or an operator set
+    (service account, scheduling, resources, extra containers) is kept. A template without the
+    server container is not ours to merge into and is replaced.
+    """
+    wanted = desired["spec"]["containers"][0]
+    index = next((i for i, c in enumerate(current["spec"].get("containers") or []) if c.get("name") == wanted["name"]), None)
+    if index is None:
+        return copy.deepcopy(desired)
+    out = copy.deepcopy(current)
+    container = out["spec"]["containers"][index]
+    container["image"], container["args"] = wanted["image"], wanted["args"]
+    container.pop("command", None)
+    if "envFrom" in wanted:
+        container["envFrom"] = wanted["envFrom"]
+    container["volumeMounts"] = [m for m in container.get("volumeMounts") or [] if m["name"] not in MANAGED_VOLUMES] \
+        + [m for m in wanted["volumeMounts"] if m["name"] in MANAGED_VOLUMES]
+    out["spec"]["volumes"] = [v for v in out["spec"].get("volumes") or [] if v["name"] not in MANAGED_VOLUMES] \
+        + [v for v in desired["spec"]["volumes"] if v["name"] in MANAGED_VOLUMES]
+    out.setdefault("metadata", {}).setdefault("annotations", {}).update(desired["metadata"].get("annotations") or {})
+    return out
 
 
 def build_service(spec: ServingSpec) -> dict:

@@ -176,3 +176,22 @@ def test_update_leaves_replicas_to_the_autoscaler(tmp_path):
         fake.update(DEPLOYMENTS, NS, "maskrcnn", lambda d: d["spec"].__setitem__("replicas", 5))  # the HPA scaled up
         assert _deploy(fake, tmp_path, 0.42, 0.36, "m2").status == "deployed"
         assert fake.get(DEPLOYMENTS, NS, "maskrcnn")["spec"]["replicas"] == 5
+
+
+def test_update_keeps_what_an_overlay_set_on_the_pod_template(tmp_path):
+    with FakeKubernetes() as fake:
+        # The Deployment as `kubectl apply -k` created it: the project's template plus overlay settings.
+        static = build_deployment(SPEC, gate.ModelScore(0.0, 0.0), model_location("pvc://data/model"))
+        static["metadata"]["annotations"] = {}
+        pod = static["spec"]["template"]["spec"]
+        pod.update(serviceAccountName="maskrcnn-workload", nodeSelector={"pool": "cpu"})
+        pod["containers"][0]["resources"] = {"requests": {"cpu": "7", "memory": "9Gi"},
+                                             "limits": {"cpu": "7", "memory": "9Gi"}}
+        fake.create(DEPLOYMENTS, NS, static, {})
+        assert _deploy(fake, tmp_path, 0.40, 0.35, "m1").status == "deployed"
+        pod = fake.get(DEPLOYMENTS, NS, "maskrcnn")["spec"]["template"]["spec"]
+        assert pod["serviceAccountName"] == "maskrcnn-workload" and pod["nodeSelector"] == {"pool": "cpu"}
+        assert pod["containers"][0]["resources"]["requests"]["cpu"] == "7"
+        args = pod["containers"][0]["args"]
+        assert args[args.index("--model-dir") + 1] == "s3://models/m1"
+        assert "model" not in {v["name"] for v in pod["volumes"]}, "the s3 model needs no volume any more"
