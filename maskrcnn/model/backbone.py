@@ -145,18 +145,16 @@ class ResNet(keras.layers.Layer):
             raise ValueError(f"ResNet needs 4 stages of blocks, got {blocks}")
         # tensorpack pads 3 before / 2 after for the 7x7 stride-2 stem and 1 before the 3x3 max-pool.
         self.stem = ConvNorm("conv0", 3, width, 7, 2, pad=(3, 2), norm=norm, trainable=freeze_at < 1)
-        self.stages = []
+        # Blocks are attributes, not list items: Keras 3 hides layers held in lists from tf.train.Checkpoint.
+        self.block_names = tuple(tuple(f"group{i}_block{j}" for j in range(count)) for i, count in enumerate(blocks))
         in_channels = width
-        for i, count in enumerate(blocks):
+        for i, names in enumerate(self.block_names):
             channels = width * 2**i
-            stage = []
-            for j in range(count):
+            for j, name in enumerate(names):
                 stride = 2 if (i > 0 and j == 0) else 1
-                stage.append(
-                    Bottleneck(f"group{i}/block{j}", in_channels, channels, stride, norm=norm, trainable=freeze_at < i + 2)
-                )
+                block = Bottleneck(f"group{i}/block{j}", in_channels, channels, stride, norm=norm, trainable=freeze_at < i + 2)
+                setattr(self, name, block)
                 in_channels = channels * 4
-            self.stages.append(stage)
         self.out_channels = [width * 2**i * 4 for i in range(4)]
         self.built = True
 
@@ -165,17 +163,21 @@ class ResNet(keras.layers.Layer):
         x = tf.pad(x, [[0, 0], [1, 0], [1, 0], [0, 0]])
         x = tf.nn.max_pool2d(x, 3, 2, "VALID")
         features = []
-        for stage in self.stages:
+        for stage in self.stages():
             for block in stage:
                 x = block(x)
             features.append(x)
         return features
 
+    def stages(self) -> list[list[Bottleneck]]:
+        """The bottleneck blocks of each stage (group0 ... group3)."""
+        return [[getattr(self, name) for name in names] for names in self.block_names]
+
     def tensorpack_weights(self) -> dict[str, tf.Variable]:
         """``{tensorpack name: variable}`` for every backbone weight."""
         layers = [self.stem] + [
             conv
-            for stage in self.stages
+            for stage in self.stages()
             for block in stage
             for conv in (block.conv1, block.conv2, block.conv3, block.shortcut)
             if conv is not None

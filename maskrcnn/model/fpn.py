@@ -20,21 +20,22 @@ class FPN(keras.layers.Layer):
     def __init__(self, channels: int, name: str = "fpn"):
         super().__init__(name=name)
         init = keras.initializers.VarianceScaling(scale=1.0, distribution="uniform")
-        self.lateral = [
-            keras.layers.Conv2D(channels, 1, kernel_initializer=init, name=f"fpn_lateral_1x1_c{l}") for l in range(2, 6)
-        ]
-        self.posthoc = [
-            keras.layers.Conv2D(channels, 3, padding="same", kernel_initializer=init, name=f"fpn_posthoc_3x3_p{l}")
-            for l in range(2, 6)
-        ]
+        # Layers are attributes, not list items: Keras 3 hides layers held in lists from tf.train.Checkpoint.
+        for level in range(2, 6):
+            setattr(self, f"lateral_c{level}", keras.layers.Conv2D(channels, 1, kernel_initializer=init, name=f"fpn_lateral_1x1_c{level}"))
+            setattr(
+                self,
+                f"posthoc_p{level}",
+                keras.layers.Conv2D(channels, 3, padding="same", kernel_initializer=init, name=f"fpn_posthoc_3x3_p{level}"),
+            )
 
     def call(self, features: Sequence[tf.Tensor]) -> dict[int, tf.Tensor]:
-        laterals = [conv(c) for conv, c in zip(self.lateral, features)]
+        laterals = [getattr(self, f"lateral_c{level}")(c) for level, c in zip(range(2, 6), features)]
         merged = [laterals[-1]]
         for lateral in reversed(laterals[:-1]):
             top = merged[0]
             upsampled = tf.repeat(tf.repeat(top, 2, axis=1), 2, axis=2)  # nearest 2x, XLA-friendly
             merged.insert(0, lateral + upsampled)
-        outputs = {level: conv(m) for level, conv, m in zip(range(2, 6), self.posthoc, merged)}
+        outputs = {level: getattr(self, f"posthoc_p{level}")(m) for level, m in zip(range(2, 6), merged)}
         outputs[6] = outputs[5][:, ::2, ::2, :]  # max-pool with a 1x1 window and stride 2
         return outputs

@@ -45,10 +45,14 @@ class MaskHead(keras.layers.Layer):
     def __init__(self, num_convs: int, head_dim: int, num_classes: int, name: str = "maskrcnn"):
         super().__init__(name=name)
         init = keras.initializers.VarianceScaling(scale=2.0, mode="fan_out", distribution="untruncated_normal")
-        self.convs = [
-            keras.layers.Conv2D(head_dim, 3, padding="same", activation="relu", kernel_initializer=init, name=f"maskrcnn_fcn{i}")
-            for i in range(num_convs)
-        ]
+        # Layers are attributes, not list items: Keras 3 hides layers held in lists from tf.train.Checkpoint.
+        self.num_convs = num_convs
+        for i in range(num_convs):
+            setattr(
+                self,
+                f"fcn{i}",
+                keras.layers.Conv2D(head_dim, 3, padding="same", activation="relu", kernel_initializer=init, name=f"maskrcnn_fcn{i}"),
+            )
         self.deconv = keras.layers.Conv2DTranspose(
             head_dim, 2, strides=2, activation="relu", kernel_initializer=init, name="maskrcnn_deconv"
         )
@@ -58,8 +62,8 @@ class MaskHead(keras.layers.Layer):
         batch, num_rois = tf.shape(pooled)[0], tf.shape(pooled)[1]
         size, channels = pooled.shape[2], pooled.shape[4]
         x = tf.reshape(pooled, [-1, size, size, channels])
-        for conv in self.convs:
-            x = conv(x)
+        for i in range(self.num_convs):
+            x = getattr(self, f"fcn{i}")(x)
         x = self.predictor(self.deconv(x))  # [B * R, 2P, 2P, K]
         x = tf.transpose(tf.cast(x, tf.float32), [0, 3, 1, 2])
         return tf.reshape(x, [batch, num_rois, -1, 2 * size, 2 * size])

@@ -68,19 +68,27 @@ class MaskRCNN(keras.Model):
         inputs they accept instead of a full padded image.
         """
         side = 2**self.cfg.FPN.MAX_LEVEL
-        features, _, _ = self(tf.zeros([1, side, side, 3]))
-        channels = features[self.cfg.FPN.MIN_LEVEL].shape[-1]
+        features, _, _ = self._features_and_rpn(tf.zeros([1, side, side, 3]), training=False)
+        p2 = features[self.cfg.FPN.MIN_LEVEL]
         pool = self.cfg.FRCNN.POOL_SIZE
-        self.box_head(tf.zeros([1, 1, pool, pool, channels], features[self.cfg.FPN.MIN_LEVEL].dtype))
+        self.box_head(tf.zeros([1, 1, pool, pool, p2.shape[-1]], p2.dtype))
         if self.mask_head is not None:
             pool = self.cfg.MRCNN.POOL_SIZE
-            self.mask_head(tf.zeros([1, 1, pool, pool, channels], features[self.cfg.FPN.MIN_LEVEL].dtype))
+            self.mask_head(tf.zeros([1, 1, pool, pool, p2.shape[-1]], p2.dtype))
         return self
 
-    def call(self, images: tf.Tensor, training: bool = False) -> tuple[dict[int, tf.Tensor], dict, dict]:
-        """Features ``{level: [B, H_l, W_l, C]}`` and RPN outputs (logits, deltas per level)."""
+    def call(self, images: tf.Tensor, training: bool = False) -> dict[str, tf.Tensor]:
+        """FPN features ``{"p2": [B, PH / 4, PW / 4, C], ..., "p6": [B, PH / 64, PW / 64, C]}``.
+
+        (String keys: a Keras model's call output must be serializable into a SavedModel.)
+        """
         images = tf.cast(images, self.compute_dtype)
-        features = self.fpn(self.backbone(images))
+        return {f"p{level}": x for level, x in self.fpn(self.backbone(images)).items()}
+
+    def _features_and_rpn(self, images: tf.Tensor, training: bool) -> tuple[dict[int, tf.Tensor], dict, dict]:
+        """Features ``{level: [B, H_l, W_l, C]}`` and RPN logits/deltas per level."""
+        named = self(images, training=training)
+        features = {level: named[f"p{level}"] for level in range(self.cfg.FPN.MIN_LEVEL, self.cfg.FPN.MAX_LEVEL + 1)}
         logits, deltas = self.rpn_head(features)
         return features, logits, deltas
 
@@ -111,7 +119,7 @@ class MaskRCNN(keras.Model):
         gt_boxes = tf.cast(batch["gt_boxes"], tf.float32)
         gt_classes = tf.cast(batch["gt_classes"], tf.int32)
         gt_valid = gt_classes > 0
-        features, logits, deltas = self(batch["images"], training=training)
+        features, logits, deltas = self._features_and_rpn(batch["images"], training=training)
 
         levels = sorted(self.anchors)
         all_anchors = np.concatenate([self.anchors[level] for level in levels])
@@ -184,7 +192,7 @@ class MaskRCNN(keras.Model):
         cfg = self.cfg
         image_info = tf.cast(image_info, tf.float32)
         image_sizes = image_info[:, 0:2]
-        features, logits, deltas = self(images, training=False)
+        features, logits, deltas = self._features_and_rpn(images, training=False)
         proposals, _ = self._proposals(logits, deltas, image_sizes, training=False)
         class_logits, box_deltas = self.box_head(multilevel_roi_align(features, proposals, cfg.FRCNN.POOL_SIZE))
         boxes, scores, classes, num = postprocess.detect_boxes(

@@ -17,7 +17,7 @@ def module_rows(model) -> Iterator[tuple[str, int, int]]:
     backbone = model.backbone
     yield "backbone", _count(backbone.variables), _count(backbone.trainable_variables)
     yield "backbone/conv0", _count(backbone.stem.variables), _count(backbone.stem.trainable_variables)
-    for i, stage in enumerate(backbone.stages):
+    for i, stage in enumerate(backbone.stages()):
         variables = [v for block in stage for v in block.variables]
         trainable = [v for block in stage for v in block.trainable_variables]
         yield f"backbone/group{i} ({len(stage)} blocks)", _count(variables), _count(trainable)

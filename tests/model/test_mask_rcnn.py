@@ -119,8 +119,9 @@ def test_mixed_precision_keeps_losses_and_outputs_in_float32(policy):
         cfg = get_config("tiny", [f"NUM_CLASSES={NUM_CLASSES}"])
         model = MaskRCNN(cfg)
         batch = tiny_batch(cfg)
-        features, _, _ = model(batch["images"])
-        assert features[2].dtype == tf.as_dtype(policy.split("_")[1])
+        features = model(batch["images"])
+        assert sorted(features) == ["p2", "p3", "p4", "p5", "p6"]
+        assert features["p2"].dtype == tf.as_dtype(policy.split("_")[1])
         assert all(v.dtype == tf.float32 for v in model.variables)
         losses = model.compute_losses(batch)
         assert all(v.dtype == tf.float32 and np.isfinite(v.numpy()) for v in losses.values())
@@ -128,3 +129,28 @@ def test_mixed_precision_keeps_losses_and_outputs_in_float32(policy):
         assert out["boxes"].dtype == tf.float32 and out["masks"].dtype == tf.float32
     finally:
         tf.keras.mixed_precision.set_global_policy(previous)
+
+
+def test_checkpoint_and_saved_model_cover_every_weight(tmp_path):
+    cfg = get_config("tiny", [f"NUM_CLASSES={NUM_CLASSES}"])
+    model = MaskRCNN(cfg).build_for_inputs()
+    path = tf.train.Checkpoint(model=model).save(str(tmp_path / "ckpt"))
+    saved = {name for name, _ in tf.train.list_variables(path) if name.startswith("model/")}
+    assert len(saved) == len(model.variables)
+
+    restored = MaskRCNN(cfg).build_for_inputs()
+    tf.train.Checkpoint(model=restored).restore(path).assert_existing_objects_matched()
+    for a, b in zip(model.variables, restored.variables):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+
+    module = tf.Module()
+    module.model = model
+    module.detect = tf.function(
+        model.detect, input_signature=[tf.TensorSpec([None, *cfg.PREPROC.PAD_SIZE, 3]), tf.TensorSpec([None, 5])]
+    )
+    tf.saved_model.save(module, str(tmp_path / "saved"))
+    loaded = tf.saved_model.load(str(tmp_path / "saved"))
+    batch = tiny_batch(cfg)
+    want = model.detect(batch["images"], batch["image_info"])
+    got = loaded.detect(batch["images"], batch["image_info"])
+    np.testing.assert_allclose(got["scores"].numpy(), want["scores"].numpy(), atol=1e-5)
