@@ -54,13 +54,12 @@ HOROVOD_NCCL_ENV: dict[str, str] = {
     "TF_GPU_THREAD_MODE": "gpu_private",         # dedicated GPU launch threads per device (NVIDIA's advice)
     "TF_CPP_MIN_LOG_LEVEL": "1",
 }
-# Added with EFA: libfabric's EFA provider, GPUDirect RDMA, fork safety for the NCCL plugin.
+# Added with EFA: libfabric's EFA provider for the aws-ofi-nccl plugin, GPUDirect RDMA (p4d/p5;
+# override with --env FI_EFA_USE_DEVICE_RDMA=0 on instances without it), fork safety (tf.data forks).
 EFA_ENV: dict[str, str] = {
     "FI_PROVIDER": "efa",
     "FI_EFA_USE_DEVICE_RDMA": "1",
     "FI_EFA_FORK_SAFE": "1",
-    "RDMAV_FORK_SAFE": "1",
-    "NCCL_PROTO": "simple",
 }
 EFA_RESOURCE = "vpc.amazonaws.com/efa"
 GPU_RESOURCE = "nvidia.com/gpu"

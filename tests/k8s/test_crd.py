@@ -131,3 +131,11 @@ def test_controller_rules_beyond_the_schema():
     assert "Worker.restartPolicy: Unsupported value 'Always'" in text
     assert "Worker.replicas: must be greater than or equal to 1" in text
     assert "invalid label value" in text
+
+
+def test_the_vendored_crd_is_used_when_the_shared_copy_is_absent(monkeypatch, tmp_path):
+    monkeypatch.setattr(crd, "SHARED_CRD", tmp_path / "absent.yaml")
+    assert crd.crd_path() == crd.VENDORED_CRD
+    manifest = _minimal()
+    manifest["spec"]["slotPerWorker"] = 1
+    assert crd.schema_violations(manifest) == ["spec.slotPerWorker: unknown field"]
