@@ -82,6 +82,7 @@ class FakeKubernetes:
         self.smoke_fails = smoke_fails
         self.smoke_requests: list[dict] = []
         self.log_stream_breaks = 0   # followed log streams to cut after their first chunk (connection resets)
+        self.log_follows: dict[tuple[str, str], int] = {}  # follow requests per (namespace, pod)
         self._rv = 0
         self._lock = threading.RLock()
         self._changed = threading.Condition(self._lock)
@@ -327,7 +328,7 @@ class FakeKubernetes:
 class _MPIOperator:
     """Plays mpi-operator for one MPIJob: pods, conditions and launcher log lines per scenario.
 
-    Scenarios: ``succeed``, ``succeed-slowly`` (2 s of log lines), ``fail`` (program error, log tail), ``hang`` (runs forever),
+    Scenarios: ``succeed``, ``succeed-slowly`` (until the log was followed 3 times), ``fail`` (program error, log tail), ``hang`` (runs forever),
     ``evict`` (a worker evicted: pod reason Evicted, job Failed/MPIJobEvicted), ``node-lost``
     (a worker pod disappears while the launcher keeps running), ``pending`` (no pods at all).
     """
@@ -408,8 +409,14 @@ class _MPIOperator:
             self.pod(self.launcher, "launcher", "Succeeded", exit_code=0)
             self.condition("Succeeded", "MPIJobSucceeded", f"MPIJob {self.ns}/{self.name} successfully completed.")
 
-    def _succeed_slowly(self) -> None:  # long enough for the runner to follow the log while it is written
-        if self._steps(0, 40):
+    def _succeed_slowly(self) -> None:
+        """Write log lines until the runner has followed the log three times (two reconnects)."""
+        step, deadline = 0, time.monotonic() + 20
+        while self.fake.log_follows.get((self.ns, self.launcher), 0) < 3 and time.monotonic() < deadline:
+            if not self._steps(step, step + 1):
+                return
+            step += 1
+        if self._steps(step, step + 2):
             self.log("training finished")
             self.pod(self.launcher, "launcher", "Succeeded", exit_code=0)
             self.condition("Succeeded", "MPIJobSucceeded", f"MPIJob {self.ns}/{self.name} successfully completed.")
@@ -619,6 +626,9 @@ class _Handler(BaseHTTPRequestHandler):
         if fake.get(PODS, namespace, pod) is None:
             raise ApiError(404, "NotFound", f'pods "{pod}" not found')
         follow = query.get("follow") in ("true", "1", "True")
+        if follow:
+            with fake._lock:
+                fake.log_follows[(namespace, pod)] = fake.log_follows.get((namespace, pod), 0) + 1
         sent = 0
         self.send_response(200)
         self.send_header("Content-Type", "text/plain")

@@ -196,6 +196,7 @@ def test_a_broken_log_stream_is_resumed_without_duplicates_or_gaps(tmp_path):
         fake.log_stream_breaks = 2
         _run(fake, tmp_path)
         (launcher_lines,) = [lines for (ns, pod), lines in fake.logs.items() if "-launcher-" in pod]
-        assert fake.log_stream_breaks == 0, "the fake cut the stream"
+        assert fake.log_stream_breaks == 0, "the fake cut the stream twice"
+        assert max(fake.log_follows.values()) == 3
     written = (tmp_path / "launcher.log").read_text().splitlines()
     assert written[0].startswith("==> launcher pod") and written[1:] == launcher_lines
