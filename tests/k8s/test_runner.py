@@ -7,12 +7,12 @@ import time
 
 import pytest
 
-from maskrcnn.k8s import runner as runner_mod
 from maskrcnn.k8s.mpijob import LABEL_RUN_ID, DataVolume, MPIJobOptions, build_mpijob
 from maskrcnn.k8s.runner import (
     MPIJobRunner, RunnerSettings, Terminated, TrainingFailed, TrainingTimedOut, SigtermGuard, job_base_name,
     preemption_evidence,
 )
+
 from .fake_apiserver import MPIJOBS, PODS, FakeKubernetes
 
 NS = "ml"
