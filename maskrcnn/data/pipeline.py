@@ -104,24 +104,33 @@ def _parse(record: tf.Tensor) -> dict:
     return {k: tf.sparse.to_dense(v) if isinstance(v, tf.SparseTensor) else v for k, v in features.items()}
 
 
-def _image_and_info(features: dict, cfg: Config) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor]:
-    """Decoded uint8 image ``[H, W, 3]``, float32 image_info ``[5]``, resized (h, w) int32."""
-    image = tf.io.decode_jpeg(features["image/encoded"], channels=3)
-    height, width = tf.shape(image)[0], tf.shape(image)[1]
-    resized_h, resized_w, scale = preprocess.resized_size(height, width, cfg.PREPROC.SHORT_SIZE, cfg.PREPROC.MAX_SIZE)
-    info = tf.stack([tf.cast(resized_h, tf.float32), tf.cast(resized_w, tf.float32), scale,
-                     tf.cast(height, tf.float32), tf.cast(width, tf.float32)])
-    return image, info, resized_h, resized_w
-
-
-def _normalized_resized(image: tf.Tensor, resized_h: tf.Tensor, resized_w: tf.Tensor, cfg: Config) -> tf.Tensor:
-    """uint8 ``[H, W, 3]`` -> normalized float32 ``[resized_h, resized_w, 3]``.
+def _resized_and_info(image: tf.Tensor, cfg: Config) -> tuple[tf.Tensor, tf.Tensor]:
+    """uint8 ``[H, W, 3]`` -> normalized, resized float32 ``[h, w, 3]`` and image_info float32 ``[5]``.
 
     Normalizing before resizing gives the same result (bilinear weights sum to 1, so the per-channel
     affine map commutes with resizing) on ~3x fewer pixels when COCO images are upscaled to 800.
     """
+    height, width = tf.shape(image)[0], tf.shape(image)[1]
+    resized_h, resized_w, scale = preprocess.resized_size(height, width, cfg.PREPROC.SHORT_SIZE, cfg.PREPROC.MAX_SIZE)
+    info = tf.stack([tf.cast(resized_h, tf.float32), tf.cast(resized_w, tf.float32), scale,
+                     tf.cast(height, tf.float32), tf.cast(width, tf.float32)])
     normalized = preprocess.normalize(image, cfg.PREPROC.PIXEL_MEAN, cfg.PREPROC.PIXEL_STD)
-    return tf.image.resize(normalized, tf.stack([resized_h, resized_w]), method="bilinear")
+    return tf.image.resize(normalized, tf.stack([resized_h, resized_w]), method="bilinear"), info
+
+
+def preprocess_image(image: tf.Tensor, cfg: Config) -> tuple[tf.Tensor, tf.Tensor]:
+    """Evaluation/serving preprocessing of one decoded image, exactly as the input pipeline does it.
+
+    uint8 ``[H, W, 3]`` RGB -> (float32 ``[PH, PW, 3]`` resized, normalized, zero-padded bottom/right;
+    float32 image_info ``[5]`` = ``[resized_h, resized_w, scale, H, W]``).
+    """
+    resized, info = _resized_and_info(image, cfg)
+    padded = tf.image.pad_to_bounding_box(resized, 0, 0, *cfg.PREPROC.PAD_SIZE)
+    return tf.ensure_shape(padded, [*cfg.PREPROC.PAD_SIZE, 3]), info
+
+
+def _decode(features: dict) -> tf.Tensor:
+    return tf.io.decode_jpeg(features["image/encoded"], channels=3)
 
 
 def _source_id(features: dict) -> tf.Tensor:
@@ -130,20 +139,19 @@ def _source_id(features: dict) -> tf.Tensor:
 
 def _eval_example(record: tf.Tensor, cfg: Config) -> dict:
     features = _parse(record)
-    image, info, resized_h, resized_w = _image_and_info(features, cfg)
-    return {"images": _normalized_resized(image, resized_h, resized_w, cfg), "image_info": info,
-            "source_id": _source_id(features)}
+    image, info = _resized_and_info(_decode(features), cfg)    # padded by padded_batch
+    return {"images": image, "image_info": info, "source_id": _source_id(features)}
 
 
 def _train_example(index: tf.Tensor, record: tf.Tensor, cfg: Config, seed: int) -> dict:
     features = _parse(record)
-    image, info, resized_h, resized_w = _image_and_info(features, cfg)
+    image = _decode(features)
     max_instances, mask_size = cfg.PREPROC.MAX_INSTANCES, cfg.PREPROC.GT_MASK_SIZE
 
     keep = tf.where(tf.equal(features["image/object/is_crowd"], 0))[:max_instances, 0]
     boxes = tf.stack([tf.gather(features[k], keep) for k in BOX_KEYS], axis=1)   # normalized
     classes = tf.cast(tf.gather(features["image/object/class/label"], keep), tf.int32)
-    height, width = tf.cast(info[3], tf.float32), tf.cast(info[4], tf.float32)
+    height, width = tf.cast(tf.shape(image)[0], tf.float32), tf.cast(tf.shape(image)[1], tf.float32)
     pixel_boxes = boxes * tf.stack([height, width, height, width])
     masks = preprocess.box_masks(preprocess.decode_masks(tf.gather(features["image/object/mask"], keep)),
                                  pixel_boxes, mask_size)
@@ -153,12 +161,12 @@ def _train_example(index: tf.Tensor, record: tf.Tensor, cfg: Config, seed: int) 
     boxes = tf.cond(flip, lambda: preprocess.flip_normalized_boxes(boxes), lambda: boxes)
     masks = tf.cond(flip, lambda: tf.reverse(masks, axis=[2]), lambda: masks)
 
-    resized = tf.cast(tf.stack([resized_h, resized_w, resized_h, resized_w]), tf.float32)
+    resized, info = _resized_and_info(image, cfg)
     return {
-        "images": _normalized_resized(image, resized_h, resized_w, cfg),
+        "images": resized,
         "image_info": info,
         "source_id": _source_id(features),
-        "gt_boxes": boxes * resized,
+        "gt_boxes": boxes * tf.stack([info[0], info[1], info[0], info[1]]),
         "gt_classes": classes,
         "gt_masks": masks,
         "num_gt": tf.cast(tf.shape(keep)[0], tf.int32),

@@ -131,3 +131,15 @@ def test_box_masks_sample_cell_centres():
     assert crop.shape == (1, 8, 8) and crop.all()
     half = preprocess.box_masks(tf.constant(mask), tf.constant([[10.0, 0.0, 30.0, 40.0]]), 8).numpy()[0]
     np.testing.assert_array_equal(half, np.repeat([[0, 0, 0, 0, 1, 1, 1, 1]], 8, axis=0))
+
+
+def test_preprocess_image_matches_the_eval_pipeline(synth_coco, tiny_shards):
+    from maskrcnn.data.pipeline import preprocess_image
+
+    batch = _batches(build_dataset(tiny_shards / "val2017", CFG, training=False), 1)[0]
+    coco = COCO(str(synth_coco / "annotations" / "instances_val2017.json"))
+    file_name = coco.imgs[int(batch["source_id"][0])]["file_name"]
+    image = tf.io.decode_jpeg((synth_coco / "val2017" / file_name).read_bytes(), channels=3)
+    padded, info = preprocess_image(image, CFG)
+    np.testing.assert_allclose(padded.numpy(), batch["images"][0], atol=1e-5)
+    np.testing.assert_allclose(info.numpy(), batch["image_info"][0])
