@@ -29,7 +29,7 @@ def shards(workdir: Path, images: int) -> Path:
     coco, out = workdir / f"coco-640x480-{images}", workdir / f"shards-640x480-{images}"
     if not (coco / "annotations" / "instances_train2017.json").exists():
         subprocess.run([*MAIN, "data", "synth", "--out", str(coco), "--train", str(images), "--val", "0",
-                        "--image-size", "640x480"], check=True)
+                        "--image-size", "640x480"], check=True, stdout=subprocess.DEVNULL)
     if not (out / "manifest.json").exists():
         subprocess.run([*MAIN, "data", "convert", "--coco-dir", str(coco), "--split", "train2017", "--out", str(out),
                         "--shards", "8"], check=True, stdout=subprocess.DEVNULL)
