@@ -66,3 +66,32 @@ def test_detect_boxes_decodes_class_specific_deltas_and_clips():
     )
     assert classes.numpy()[0].tolist() == [1, 0]
     np.testing.assert_allclose(boxes[0, 0], [30, 10, 80, 50], atol=1e-3)  # [30, 10, 110, 50] clipped at 80
+
+
+def test_detect_boxes_matches_numpy_per_class_nms():
+    rng = np.random.default_rng(3)
+    num_rois, num_classes, max_det = 40, 3, 12
+    yx = rng.uniform(0, 60, (num_rois, 2))
+    rois = np.concatenate([yx, yx + rng.uniform(5, 40, (num_rois, 2))], axis=1).astype(np.float32)
+    logits = rng.normal(scale=2.0, size=(num_rois, num_classes + 1)).astype(np.float32)
+    probs = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    boxes, scores, classes, num = detect_boxes(
+        tf.constant(rois[None]),
+        tf.constant(logits[None]),
+        tf.zeros([1, num_rois, num_classes + 1, 4]),
+        tf.constant([[200.0, 200.0]]),
+        bbox_reg_weights=(10.0, 10.0, 5.0, 5.0),
+        score_thresh=0.05,
+        nms_thresh=0.5,
+        max_detections=max_det,
+    )
+    want = []
+    for c in range(1, num_classes + 1):
+        candidates = np.flatnonzero(probs[:, c] > 0.05)
+        for k in numpy_ref.nms(rois[candidates], probs[candidates, c], 0.5):
+            want.append((probs[candidates[k], c], c, candidates[k]))
+    want = sorted(want, reverse=True)[:max_det]
+    assert int(num[0]) == len(want)
+    np.testing.assert_allclose(scores[0, : len(want)], [w[0] for w in want], rtol=1e-5)
+    assert classes[0, : len(want)].numpy().tolist() == [w[1] for w in want]
+    np.testing.assert_allclose(boxes[0, : len(want)], rois[[w[2] for w in want]], atol=1e-4)
