@@ -59,7 +59,7 @@ class Replica:
     def broadcast_from_chief(self, variables: Sequence[tf.Variable]) -> None:
         """Give every process rank 0's values (initial or restored weights, optimizer state, step)."""
         if self.hvd is not None and self.size > 1:
-            self.hvd.broadcast_variables(list(variables), root_rank=0)
+            self.hvd.broadcast_variables(tf_variables(variables), root_rank=0)
 
     def mean(self, value: tf.Tensor) -> tf.Tensor:
         """Average of a tensor over processes (metrics for logging)."""
@@ -73,6 +73,21 @@ class Replica:
             return bool(flag)
         total = self.hvd.allreduce(tf.constant(1.0 if flag else 0.0), op=self.hvd.Sum, name="stop_flag")
         return float(total) > 0
+
+
+def tf_variables(variables: Sequence[Any]) -> list[tf.Variable]:
+    """The ``tf.Variable`` behind each Keras 3 variable.
+
+    Horovod's tape and broadcast need real ``tf.Variable`` objects (``ref()``, ``assign`` in a graph);
+    Keras 3 variables wrap one in ``.value``. Gradients and updates on it are those of the Keras variable.
+    """
+    out = []
+    for v in variables:
+        inner = v if isinstance(v, tf.Variable) else getattr(v, "value", None)
+        if not isinstance(inner, tf.Variable):
+            raise TypeError(f"{v!r} is not backed by a tf.Variable")
+        out.append(inner)
+    return out
 
 
 def init_replica() -> Replica:

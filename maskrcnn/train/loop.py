@@ -32,10 +32,10 @@ from maskrcnn import config as config_lib
 from maskrcnn.config import Config
 from maskrcnn.errors import UserError
 from maskrcnn.train.checkpoint import Checkpointer, TrainState, variables_by_path
-from maskrcnn.train.distributed import Replica, init_replica
+from maskrcnn.train.distributed import Replica, init_replica, tf_variables
 from maskrcnn.train.loss_scale import DynamicLossScale
 from maskrcnn.train.lr_schedule import learning_rate
-from maskrcnn.train.optimizer import SGDMomentum
+from maskrcnn.train.optimizer import SGDMomentum, weight_decay_loss
 from maskrcnn.train.summary import TrainReporter
 from maskrcnn.utils.io import atomic_write, read_json, write_json
 
@@ -94,15 +94,19 @@ def make_train_step(
     replica: Replica,
     lr_fn: Callable[[tf.Tensor], tf.Tensor],
     *,
+    weight_decay: float,
     xla: bool,
     input_signature: Any,
 ) -> Callable[[Mapping[str, tf.Tensor]], tuple[dict[str, tf.Tensor], tf.Tensor]]:
     """A tf.function doing one update; returns (losses averaged over processes, LR used).
 
+    The losses gain ``loss_weight_decay`` (added to ``total_loss`` before the gradient, so it is
+    all-reduced with the rest).
+
     With XLA the forward/backward pass is compiled (``jit_compile``) while the Horovod all-reduce,
     which has no XLA kernel, stays outside the compiled cluster.
     """
-    variables = model.trainable_variables
+    variables = tf_variables(model.trainable_variables)
     loss_fn = tf.function(model.compute_losses, jit_compile=True) if xla else model.compute_losses
 
     @tf.function(input_signature=[input_signature])
@@ -110,6 +114,8 @@ def make_train_step(
         with tf.GradientTape() as tape:
             losses = loss_fn(batch, training=True)
             losses = {k: tf.cast(v, tf.float32) for k, v in losses.items()}
+            losses["loss_weight_decay"] = weight_decay_loss(variables, weight_decay)
+            losses["total_loss"] = losses["total_loss"] + losses["loss_weight_decay"]
             scaled = loss_scale.scale_loss(losses["total_loss"])
         grads = replica.gradient_tape(tape).gradient(scaled, variables)
         grads, finite = loss_scale.unscale(grads)
@@ -185,10 +191,7 @@ def _build_trainable(cfg: Config) -> _Trainable:
     from maskrcnn.model.mask_rcnn import MaskRCNN
 
     model = MaskRCNN(cfg).build_for_inputs()  # every variable exists before restore and broadcast
-    optimizer = SGDMomentum(
-        model.trainable_variables, momentum=cfg.TRAIN.MOMENTUM, weight_decay=cfg.TRAIN.WEIGHT_DECAY,
-        clip_norm=cfg.TRAIN.GRAD_CLIP_NORM,
-    )
+    optimizer = SGDMomentum(model.trainable_variables, momentum=cfg.TRAIN.MOMENTUM, clip_norm=cfg.TRAIN.GRAD_CLIP_NORM)
     return _Trainable(model, optimizer, DynamicLossScale(cfg.TRAIN.PRECISION == "mixed_float16"), TrainState())
 
 
@@ -282,7 +285,7 @@ def run_training(
     )
     train_step = make_train_step(
         trainable.model, trainable.optimizer, trainable.loss_scale, state, replica, lr_fn,
-        xla=cfg.TRAIN.XLA, input_signature=dataset.element_spec,
+        weight_decay=cfg.TRAIN.WEIGHT_DECAY, xla=cfg.TRAIN.XLA, input_signature=dataset.element_spec,
     )
     last_step = sched.total_steps if max_steps_this_run is None else min(sched.total_steps, start_step + max_steps_this_run)
     reporter = TrainReporter(model_dir, enabled=replica.is_chief, start_step=start_step, total_steps=sched.total_steps)

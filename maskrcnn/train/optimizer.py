@@ -1,12 +1,14 @@
-"""SGD with momentum, L2 weight decay on kernels and optional global-norm clipping.
+"""SGD with momentum and optional global-norm clipping; L2 weight decay on kernels as a loss term.
 
 Hand-rolled on ``tf.Variable`` slots rather than a Keras 3 optimizer so that (a) the momentum
 slots exist as soon as the model is built, which lets a checkpoint restore them immediately and
 Horovod broadcast them from rank 0 before the first step, and (b) the update needs no Keras
 integration from Horovod (which does not support Keras 3).
 
-The update is the Detectron/PyTorch form: ``v <- momentum * v + g``, ``w <- w - lr * v``, with
-``g = clip(grad) + weight_decay * w`` for decayed variables.
+The update is the Detectron/PyTorch form: ``v <- momentum * v + g``, ``w <- w - lr * v``. Weight
+decay enters as the loss ``weight_decay / 2 * sum(w^2)`` (gradient ``weight_decay * w``) before the
+gradients are all-reduced, as in tensorpack: adding it after the all-reduce made the ranks' weights
+drift apart by float rounding (the fused update rounds differently from process to process).
 """
 
 from __future__ import annotations
@@ -26,6 +28,14 @@ def is_decayed(variable: tf.Variable) -> bool:
     return len(variable.shape) >= 2
 
 
+def weight_decay_loss(variables: Sequence[tf.Variable], weight_decay: float) -> tf.Tensor:
+    """``weight_decay / 2 * sum(w^2)`` over the decayed variables (float32 scalar)."""
+    decayed = [tf.nn.l2_loss(tf.cast(v, tf.float32)) for v in variables if is_decayed(v)]
+    if weight_decay <= 0 or not decayed:
+        return tf.constant(0.0)
+    return weight_decay * tf.add_n(decayed)
+
+
 class SGDMomentum(tf.Module):
     """Momentum SGD over a fixed list of variables; its slots are checkpointed and broadcast."""
 
@@ -34,15 +44,12 @@ class SGDMomentum(tf.Module):
         variables: Sequence[tf.Variable],
         *,
         momentum: float,
-        weight_decay: float,
         clip_norm: float = 0.0,
         name: str = "sgd_momentum",
     ):
         super().__init__(name=name)
         self._momentum = float(momentum)
-        self._weight_decay = float(weight_decay)
         self._clip_norm = float(clip_norm)
-        self._decayed = [is_decayed(v) for v in variables]
         # One slot per variable, same order as ``variables`` (the model's trainable_variables order).
         self.slots = [
             tf.Variable(tf.zeros(v.shape, tf.float32), trainable=False, name=f"momentum_{i}")
@@ -66,12 +73,10 @@ class SGDMomentum(tf.Module):
             it = iter(clipped)
             grads = [None if g is None else next(it) for g in grads]
         lr = tf.cast(lr, tf.float32)
-        for grad, var, slot, decayed in zip(grads, variables, self.slots, self._decayed):
+        for grad, var, slot in zip(grads, variables, self.slots):
             if grad is None:
                 continue
             grad = tf.cast(grad, tf.float32)
-            if decayed and self._weight_decay > 0:
-                grad = grad + self._weight_decay * tf.cast(var, tf.float32)
             slot.assign(self._momentum * slot + grad)
             var.assign_sub(tf.cast(lr * slot, var.dtype))
         self.iterations.assign_add(1)

@@ -19,7 +19,7 @@ import tensorflow as tf
 from maskrcnn.config import get_config
 from maskrcnn.data.pipeline import build_dataset
 from maskrcnn.model.mask_rcnn import MaskRCNN
-from maskrcnn.train.distributed import init_replica
+from maskrcnn.train.distributed import init_replica, tf_variables
 from maskrcnn.train.loop import config_for_data, resolve_shards_dir, run_training
 from maskrcnn.utils.io import read_json
 
@@ -36,7 +36,7 @@ def main(shards_dir: str, model_dir: str, out_dir: str, *overrides: str) -> None
     model = MaskRCNN(cfg)
     model.compute_losses(batches[0], training=True)
     replica.broadcast_from_chief(model.variables)
-    variables = model.trainable_variables
+    variables = tf_variables(model.trainable_variables)
 
     with tf.GradientTape() as tape:
         loss = model.compute_losses(batches[replica.rank], training=True)["total_loss"]

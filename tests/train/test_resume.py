@@ -9,13 +9,10 @@ from maskrcnn.config import get_config
 from maskrcnn.train.checkpoint import CHECKPOINT_SUBDIR
 from maskrcnn.train.loop import run_training
 
-# Sample every anchor and every proposal, so that the model's random fg/bg sampling only permutes
-# its choices: the two runs must then agree to float rounding, step for step.
-DETERMINISTIC = [
-    "RPN.BATCH_PER_IMAGE=10000", "RPN.FG_RATIO=1.0",  # >= the 9207 anchors of a 192x192 image
-    "RPN.TRAIN_POST_NMS_TOPK=32", "FRCNN.BATCH_PER_IMAGE=48", "FRCNN.FG_RATIO=1.0",  # 32 proposals + 16 gt
-    "TRAIN.MAX_STEPS=6", "TRAIN.CHECKPOINT_EVERY=3", "TRAIN.LOG_EVERY=1", "TRAIN.WARMUP_STEPS=4",
-]
+from . import DETERMINISTIC_SAMPLING
+
+OVERRIDES = [*DETERMINISTIC_SAMPLING, "TRAIN.MAX_STEPS=6", "TRAIN.CHECKPOINT_EVERY=3", "TRAIN.LOG_EVERY=1",
+             "TRAIN.WARMUP_STEPS=4"]
 
 
 def _checkpoint_values(model_dir, step):
@@ -37,7 +34,7 @@ def _assert_same_state(a, b):
 
 @pytest.mark.slow
 def test_resume_continues_exactly_like_an_uninterrupted_run(tiny_shards, tmp_path):
-    cfg = get_config("tiny", DETERMINISTIC)
+    cfg = get_config("tiny", OVERRIDES)
     straight = run_training(cfg, tiny_shards, tmp_path / "straight", export=False)
     assert straight["steps"] == 6 and not straight["interrupted"]
 
