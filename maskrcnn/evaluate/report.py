@@ -46,7 +46,7 @@ def write_markdown(path: Path, metrics: Mapping[str, Any], samples: Sequence[Pat
     if loss_curve is not None:
         lines += ["## Training loss", "", f"![loss curve]({loss_curve.relative_to(path.parent).as_posix()})", ""]
     if samples:
-        lines += ["## Predictions (score >= 0.5)", ""]
+        lines += ["## Ground truth | predictions (score >= 0.5, else the 3 best)", ""]
         lines += [f"![{p.stem}]({p.relative_to(path.parent).as_posix()})" for p in samples] + [""]
     with atomic_write(path, "w") as f:
         f.write("\n".join(lines))
@@ -62,7 +62,7 @@ def write_html(path: Path, metrics: Mapping[str, Any], samples: Sequence[Path], 
         "<!DOCTYPE html><html><head><meta charset='utf-8'><title>Mask R-CNN evaluation</title>",
         "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse;margin-bottom:1.5em}"
         "td,th{border:1px solid #ccc;padding:4px 10px;text-align:right}td:first-child,th:first-child{text-align:left}"
-        "img{max-width:48%;margin:4px;border:1px solid #ddd}</style></head><body>",
+        "img{max-width:100%;margin:4px;border:1px solid #ddd}</style></head><body>",
         "<h1>Mask R-CNN evaluation</h1><ul>",
     ]
     parts += [f"<li>{html.escape(k)}: <code>{html.escape(v)}</code></li>" for k, v in _facts(metrics)] + ["</ul>"]
@@ -73,7 +73,7 @@ def write_html(path: Path, metrics: Mapping[str, Any], samples: Sequence[Path], 
     if loss_curve is not None:
         parts += ["<h2>Training loss</h2>", _img_tag(loss_curve, "loss curve")]
     if samples:
-        parts += ["<h2>Predictions (score &ge; 0.5)</h2><div>"] + [_img_tag(p, p.stem) for p in samples] + ["</div>"]
+        parts += ["<h2>Ground truth | predictions (score &ge; 0.5, else the 3 best)</h2><div>"] + [_img_tag(p, p.stem) for p in samples] + ["</div>"]
     parts.append("</body></html>")
     with atomic_write(path, "w") as f:
         f.write("\n".join(parts))

@@ -58,19 +58,38 @@ def _gather(replica, local: InferenceOutput) -> InferenceOutput:
     )
 
 
-def write_samples(samples, out_dir: Path) -> list[Path]:
-    """Render each sample's detections with score >= 0.5 to ``out_dir/samples/<image_id>.png``."""
+def _sample_picture(image: np.ndarray, det, gt, image_id: int):
+    """Ground truth (left) beside the predictions (right): those scoring >= 0.5, or the 3 best
+    when none does (labels carry the scores)."""
+    from PIL import Image
+
+    anns = [a for a in gt.loadAnns(gt.getAnnIds(imgIds=[image_id])) if not a.get("iscrowd", 0)]
+    names = {c["id"]: c["name"] for c in gt.loadCats(gt.getCatIds())}
+    gt_masks = np.stack([gt.annToMask(a) for a in anns]) if anns else np.zeros((0,) + image.shape[:2], np.uint8)
+    left = render_detections(image, np.array([a["bbox"] for a in anns]).reshape(-1, 4), gt_masks,
+                             [f"{names[a['category_id']]}:{a['category_id']}" for a in anns])
+    scores = np.asarray(det.scores)
+    keep = np.flatnonzero(scores >= SAMPLE_SCORE_THRESHOLD)
+    if keep.size == 0:
+        keep = np.argsort(-scores, kind="stable")[:3]
+    labels = [f"{det.category_names[k]}:{det.category_ids[k]} {scores[k]:.2f}" for k in keep]
+    right = render_detections(image, boxes_to_xywh(det.boxes)[keep], np.asarray(det.masks)[keep], labels)
+    picture = Image.new("RGB", (left.width * 2 + 8, left.height), "white")
+    picture.paste(left, (0, 0))
+    picture.paste(right, (left.width + 8, 0))
+    return picture
+
+
+def write_samples(samples, gt, out_dir: Path) -> list[Path]:
+    """Render each sample to ``out_dir/samples/<image_id>.png`` (ground truth | predictions)."""
     from PIL import Image
 
     paths = []
     for image_id, encoded, det in samples:
-        keep = np.asarray(det.scores) >= SAMPLE_SCORE_THRESHOLD
         image = np.asarray(Image.open(io.BytesIO(encoded)).convert("RGB"))
-        labels = [f"{n}:{c} {s:.2f}" for n, c, s, k in zip(det.category_names, det.category_ids, det.scores, keep) if k]
-        picture = render_detections(image, boxes_to_xywh(det.boxes)[keep], np.asarray(det.masks)[keep], labels)
         path = out_dir / "samples" / f"{image_id}.png"
         with atomic_write(path) as f:
-            picture.save(f, format="PNG")
+            _sample_picture(image, det, gt, image_id).save(f, format="PNG")
         paths.append(path)
     return paths
 
@@ -162,7 +181,7 @@ def _evaluate_and_report(gathered: InferenceOutput, model_dir: Path, annotations
         model=model_id(model_dir),
     )
     write_json(out_dir / "metrics.json", metrics)
-    samples = write_samples(gathered.samples, out_dir)
+    samples = write_samples(gathered.samples, gt, out_dir)
     curve = write_loss_curve(model_dir, out_dir)
     write_markdown(out_dir / "report.md", metrics, samples, curve)
     write_html(out_dir / "report.html", metrics, samples, curve)
