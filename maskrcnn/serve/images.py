@@ -34,7 +34,9 @@ def check_image(data: bytes, max_pixels: int) -> tuple[int, int]:
                 img.load()  # a truncated or corrupt file fails here, not inside the model
         except ImageRejected:
             raise
-        except (UnidentifiedImageError, Image.DecompressionBombError):
+        except Image.DecompressionBombError as e:
+            raise ImageRejected(413, f"image is over the pixel limit ({e})") from None
+        except UnidentifiedImageError:
             raise ImageRejected(400, "img_data does not decode to an image file (JPEG, PNG, BMP or GIF)") from None
         except (OSError, SyntaxError, ValueError) as e:
             raise ImageRejected(400, f"img_data is a damaged image file ({e})") from None

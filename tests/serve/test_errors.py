@@ -136,3 +136,14 @@ def test_metrics_count_requests_latency_and_errors(client):
     assert 'maskrcnn_errors_total{reason="invalid_request"}' in text
     assert "maskrcnn_encode_seconds_count" in text and "maskrcnn_model_seconds_count" in text
     assert "maskrcnn_ready 1.0" in text
+
+
+def test_a_decompression_bomb_is_refused_before_decoding():
+    from maskrcnn.serve.images import ImageRejected, check_image
+
+    # A 20000 x 20000 PNG of zeros compresses to a few hundred KB; only its header is read.
+    buf = io.BytesIO()
+    Image.new("1", (20000, 20000)).save(buf, format="PNG")
+    with pytest.raises(ImageRejected) as e:
+        check_image(buf.getvalue(), max_pixels=40_000_000)
+    assert e.value.status == 413 and "400000000" in str(e.value)
