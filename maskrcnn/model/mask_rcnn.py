@@ -112,73 +112,70 @@ class MaskRCNN(keras.Model):
     # ------------------------------------------------------------------ training
 
     def compute_losses(self, batch: Mapping[str, tf.Tensor], training: bool = True) -> dict[str, tf.Tensor]:
-        """Scalar float32 losses for a training batch (keys ``LOSS_KEYS`` and ``total_loss``)."""
-        cfg = self.cfg
-        image_info = tf.cast(batch["image_info"], tf.float32)
-        image_sizes = image_info[:, 0:2]
+        """Scalar float32 losses for a training batch (keys ``LOSS_KEYS`` and ``total_loss``).
+
+        ``batch`` follows the training batch contract: ``images``, ``image_info``, ``gt_boxes``
+        ``[B, M, 4]`` (resized pixels), ``gt_classes [B, M]`` (0 = padding), ``gt_masks [B, M, S, S]``.
+        """
+        image_sizes = tf.cast(batch["image_info"], tf.float32)[:, 0:2]
         gt_boxes = tf.cast(batch["gt_boxes"], tf.float32)
         gt_classes = tf.cast(batch["gt_classes"], tf.int32)
-        gt_valid = gt_classes > 0
         features, logits, deltas = self._features_and_rpn(batch["images"], training=training)
-
-        levels = sorted(self.anchors)
-        all_anchors = np.concatenate([self.anchors[level] for level in levels])
-        all_logits = tf.concat([logits[level] for level in levels], axis=1)
-        all_deltas = tf.concat([deltas[level] for level in levels], axis=1)
-        anchor_targets = targets.rpn_targets(
-            all_anchors,
-            gt_boxes,
-            gt_valid,
-            image_sizes,
-            positive_thresh=cfg.RPN.POSITIVE_THRESH,
-            negative_thresh=cfg.RPN.NEGATIVE_THRESH,
-            num_samples=cfg.RPN.BATCH_PER_IMAGE,
-            positive_fraction=cfg.RPN.FG_RATIO,
-        )
-        loss_objectness, loss_rpn_box = losses.rpn_losses(
-            tf.gather(all_logits, anchor_targets.indices, batch_dims=1),
-            tf.gather(all_deltas, anchor_targets.indices, batch_dims=1),
-            anchor_targets.positive,
-            anchor_targets.valid,
-            anchor_targets.box_targets,
-        )
+        result = self._rpn_losses(logits, deltas, gt_boxes, gt_classes > 0, image_sizes)
 
         proposals, proposal_scores = self._proposals(logits, deltas, image_sizes, training=True)
+        c = self.cfg.FRCNN
         sampled = targets.roi_targets(
             proposals,
             tf.math.is_finite(proposal_scores),
             gt_boxes,
             gt_classes,
-            num_samples=cfg.FRCNN.BATCH_PER_IMAGE,
-            positive_fraction=cfg.FRCNN.FG_RATIO,
-            fg_thresh=cfg.FRCNN.FG_THRESH,
-            bbox_reg_weights=cfg.FRCNN.BBOX_REG_WEIGHTS,
+            num_samples=c.BATCH_PER_IMAGE,
+            positive_fraction=c.FG_RATIO,
+            fg_thresh=c.FG_THRESH,
+            bbox_reg_weights=c.BBOX_REG_WEIGHTS,
         )
-        pooled = multilevel_roi_align(features, sampled.rois, cfg.FRCNN.POOL_SIZE)
-        class_logits, box_deltas = self.box_head(pooled)
-        loss_classifier, loss_box = losses.box_head_losses(
+        class_logits, box_deltas = self.box_head(multilevel_roi_align(features, sampled.rois, c.POOL_SIZE))
+        result["loss_classifier"], result["loss_box_reg"] = losses.box_head_losses(
             class_logits, box_deltas, sampled.classes, sampled.valid, sampled.box_targets
         )
-        result = {
-            "loss_objectness": loss_objectness,
-            "loss_rpn_box_reg": loss_rpn_box,
-            "loss_classifier": loss_classifier,
-            "loss_box_reg": loss_box,
-        }
-        if self.mask_head is not None:
-            # Positives occupy the first slots of the sample, so the mask head only sees those slots.
-            num_fg = int(cfg.FRCNN.BATCH_PER_IMAGE * cfg.FRCNN.FG_RATIO)
-            fg_rois = sampled.rois[:, :num_fg]
-            mask_targets = targets.mask_targets(
-                batch["gt_masks"], gt_boxes, fg_rois, sampled.matched_gt[:, :num_fg], cfg.MRCNN.MASK_SIZE
-            )
-            result["loss_mask"] = losses.mask_loss(
-                self._mask_logits(features, fg_rois), sampled.classes[:, :num_fg], sampled.positive[:, :num_fg], mask_targets
-            )
-        else:
-            result["loss_mask"] = tf.constant(0.0)
+        result["loss_mask"] = (
+            self._mask_loss(features, sampled, batch["gt_masks"], gt_boxes) if self.mask_head is not None else tf.constant(0.0)
+        )
         result["total_loss"] = tf.add_n([result[k] for k in LOSS_KEYS])
         return result
+
+    def _rpn_losses(self, logits, deltas, gt_boxes, gt_valid, image_sizes) -> dict[str, tf.Tensor]:
+        c = self.cfg.RPN
+        levels = sorted(self.anchors)
+        anchor_targets = targets.rpn_targets(
+            np.concatenate([self.anchors[level] for level in levels]),
+            gt_boxes,
+            gt_valid,
+            image_sizes,
+            positive_thresh=c.POSITIVE_THRESH,
+            negative_thresh=c.NEGATIVE_THRESH,
+            num_samples=c.BATCH_PER_IMAGE,
+            positive_fraction=c.FG_RATIO,
+        )
+        # Only the sampled anchors' outputs enter the loss: gather them, [B, S] and [B, S, 4].
+        sampled_logits = tf.gather(tf.concat([logits[l] for l in levels], axis=1), anchor_targets.indices, batch_dims=1)
+        sampled_deltas = tf.gather(tf.concat([deltas[l] for l in levels], axis=1), anchor_targets.indices, batch_dims=1)
+        objectness, box = losses.rpn_losses(
+            sampled_logits, sampled_deltas, anchor_targets.positive, anchor_targets.valid, anchor_targets.box_targets
+        )
+        return {"loss_objectness": objectness, "loss_rpn_box_reg": box}
+
+    def _mask_loss(self, features, sampled: targets.ROITargets, gt_masks: tf.Tensor, gt_boxes: tf.Tensor) -> tf.Tensor:
+        # Positives occupy the first slots of the sample, so the mask head only sees those slots.
+        num_fg = int(self.cfg.FRCNN.BATCH_PER_IMAGE * self.cfg.FRCNN.FG_RATIO)
+        fg_rois = sampled.rois[:, :num_fg]
+        mask_targets = targets.mask_targets(
+            gt_masks, gt_boxes, fg_rois, sampled.matched_gt[:, :num_fg], self.cfg.MRCNN.MASK_SIZE
+        )
+        return losses.mask_loss(
+            self._mask_logits(features, fg_rois), sampled.classes[:, :num_fg], sampled.positive[:, :num_fg], mask_targets
+        )
 
     # ------------------------------------------------------------------ inference
 
