@@ -185,10 +185,9 @@ def create_app(
     @app.middleware("http")
     async def observe(request: Request, call_next):
         start = time.perf_counter()
-        route = request.scope.get("route")
         response = await call_next(request)
-        route = request.scope.get("route") or route
-        path = getattr(route, "path", "unmatched")
+        # The router leaves the matched route in the scope: label by template, not by raw URL.
+        path = getattr(request.scope.get("route"), "path", "unmatched")
         metrics.requests.labels(path, str(response.status_code)).inc()
         metrics.latency.labels(path).observe(time.perf_counter() - start)
         return response
@@ -233,10 +232,11 @@ def create_app(
                 det = await asyncio.wait_for(batcher.submit(image, req.mask_threshold), settings.request_timeout_s)
             except asyncio.TimeoutError:
                 raise RequestError(504, "timeout", f"no result within {settings.request_timeout_s}s; retry later") from None
-            except Exception as e:  # the model could not decode what Pillow could
-                if type(e).__name__ == "InvalidArgumentError":
+            except Exception as e:  # noqa: BLE001 - a failed model call must not take the server down
+                if type(e).__name__ == "InvalidArgumentError":  # the model could not decode what Pillow could
                     raise RequestError(400, "bad_image", f"the model cannot decode img_data ({str(e).splitlines()[0]})") from None
-                raise
+                log.exception("model call failed", extra={"img_id": req.img_id})
+                raise RequestError(500, "model_error", f"the model failed on this image ({type(e).__name__})") from None
             encode_start = time.perf_counter()
             body, count = await run_in_threadpool(_encode, det, req.score_threshold, req.rle)
             metrics.encode_seconds.observe(time.perf_counter() - encode_start)

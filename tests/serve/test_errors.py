@@ -147,3 +147,23 @@ def test_a_decompression_bomb_is_refused_before_decoding():
     with pytest.raises(ImageRejected) as e:
         check_image(buf.getvalue(), max_pixels=40_000_000)
     assert e.value.status == 413 and "400000000" in str(e.value)
+
+
+def test_a_failing_model_call_is_a_500_and_the_server_stays_up(standin_model_dir):
+    from maskrcnn.train.export import load_predictor
+
+    real = load_predictor(standin_model_dir)
+    calls = []
+
+    def flaky(images, mask_threshold=0.5):
+        calls.append(len(images))
+        if len(calls) == 2:                      # the warm-up is call 1
+            raise RuntimeError("device lost")
+        return real(images, mask_threshold=mask_threshold)
+
+    with TestClient(create_app(standin_model_dir, loader=lambda d: flaky)) as c:
+        wait_ready(c)
+        failed = c.post("/predict", json={"img_id": "a", "img_data": GOOD})
+        assert failed.status_code == 500 and "RuntimeError" in failed.json()["error"]
+        assert c.post("/predict", json={"img_id": "a", "img_data": GOOD}).status_code == 200
+        assert 'maskrcnn_errors_total{reason="model_error"} 1.0' in c.get("/metrics").text
