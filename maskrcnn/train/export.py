@@ -21,6 +21,7 @@ import tensorflow as tf
 
 from maskrcnn.config import Config
 from maskrcnn.errors import UserError
+from maskrcnn.train.distributed import tf_variables
 from maskrcnn.utils.io import read_json
 
 log = logging.getLogger(__name__)
@@ -72,6 +73,9 @@ class ServingModule(tf.Module):
     def __init__(self, model: tf.keras.Model, cfg: Config):
         super().__init__(name="maskrcnn_serving")
         self.model = model
+        # Keras 3 hides layers held in Python lists from TF's object graph; tracking the variables
+        # directly lets tf.saved_model.save capture every weight the signature reads.
+        self.model_variables = tf_variables(model.variables)
         pad_h, pad_w = cfg.PREPROC.PAD_SIZE
         preprocess_spec = (tf.TensorSpec([pad_h, pad_w, 3], tf.float32), tf.TensorSpec([5], tf.float32))
 
