@@ -57,11 +57,13 @@ def sample_balanced(positive: tf.Tensor, negative: tf.Tensor, num_samples: int, 
     return Sample(tf.stop_gradient(indices), is_pos, valid)
 
 
-def _match(boxes: tf.Tensor, gt_boxes: tf.Tensor, gt_valid: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
-    """IoU matrix ``[B, N, M]`` (padding gts at -1), best IoU ``[B, N]`` and best gt index ``[B, N]``."""
-    iou = box_ops.pairwise_iou(boxes, gt_boxes)
-    iou = tf.where(gt_valid[:, None, :], iou, -1.0)
-    return iou, tf.reduce_max(iou, axis=2), tf.argmax(iou, axis=2, output_type=tf.int32)
+def _iou_with_valid_gt(boxes: tf.Tensor, gt_boxes: tf.Tensor, gt_valid: tf.Tensor) -> tf.Tensor:
+    """IoU ``[B, N, M]`` of ``boxes [B, N, 4]`` with the gt boxes; padding gts overlap nothing (IoU 0).
+
+    Padding is zeroed on the ``[B, M, 4]`` boxes rather than masked on the ``[B, N, M]`` result:
+    with every anchor of a large image that matrix is the biggest tensor of target assignment.
+    """
+    return box_ops.pairwise_iou(boxes, tf.where(gt_valid[..., None], gt_boxes, 0.0))
 
 
 class RPNTargets(NamedTuple):
@@ -96,13 +98,15 @@ def rpn_targets(
         anchors: ``[N, 4]`` all levels concatenated. gt_boxes: ``[B, M, 4]``. gt_valid: bool ``[B, M]``.
     """
     anchors = tf.convert_to_tensor(anchors, tf.float32)
-    batch = tf.shape(gt_boxes)[0]
-    iou, best_iou, best_gt = _match(tf.broadcast_to(anchors, [batch] + anchors.shape.as_list()), gt_boxes, gt_valid)
     y1, x1, y2, x2 = tf.unstack(anchors[None], 4, axis=-1)
-    inside = (y1 >= 0.0) & (x1 >= 0.0) & (y2 <= image_sizes[:, 0:1]) & (x2 <= image_sizes[:, 1:2])
-    # Low-quality matches: every gt keeps its best inside anchors, ties included.
-    gt_best = tf.reduce_max(tf.where(inside[:, :, None], iou, -1.0), axis=1, keepdims=True)  # [B, 1, M]
-    is_best = tf.reduce_any((iou == gt_best) & (gt_best > 0.0) & gt_valid[:, None, :], axis=2)
+    inside = (y1 >= 0.0) & (x1 >= 0.0) & (y2 <= image_sizes[:, 0:1]) & (x2 <= image_sizes[:, 1:2])  # [B, N]
+    # Anchors outside are ignored whatever their overlap: make them empty so they match nothing.
+    iou = _iou_with_valid_gt(tf.where(inside[..., None], anchors[None], 0.0), gt_boxes, gt_valid)  # [B, N, M]
+    best_iou = tf.reduce_max(iou, axis=2)
+    best_gt = tf.argmax(iou, axis=2, output_type=tf.int32)
+    # Low-quality matches: every gt keeps its best anchors, ties included (a gt overlapping nothing keeps none).
+    gt_best = tf.reduce_max(iou, axis=1, keepdims=True)  # [B, 1, M]
+    is_best = tf.reduce_any((iou == gt_best) & (gt_best > 0.0), axis=2)
     positive = inside & ((best_iou >= positive_thresh) | is_best)
     negative = inside & (best_iou < negative_thresh) & ~positive
     sample = sample_balanced(positive, negative, num_samples, positive_fraction)
@@ -145,7 +149,9 @@ def roi_targets(
     gt_valid = gt_classes > 0
     candidates = tf.concat([tf.stop_gradient(proposals), gt_boxes], axis=1)
     candidate_valid = tf.concat([proposal_valid, gt_valid], axis=1)
-    _, best_iou, best_gt = _match(candidates, gt_boxes, gt_valid)
+    iou = _iou_with_valid_gt(candidates, gt_boxes, gt_valid)
+    best_iou = tf.reduce_max(iou, axis=2)
+    best_gt = tf.argmax(iou, axis=2, output_type=tf.int32)
     positive = candidate_valid & (best_iou >= fg_thresh)
     negative = candidate_valid & ~positive
     sample = sample_balanced(positive, negative, num_samples, positive_fraction)
