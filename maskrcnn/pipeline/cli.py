@@ -89,6 +89,7 @@ def _add_server_arguments(parser: argparse.ArgumentParser) -> None:
 def register(commands) -> None:
     """Add this stage's subcommands (see maskrcnn.cli.Commands)."""
     from maskrcnn.cli import add_config_arguments
+    from maskrcnn.pipeline.local_run import LocalRun  # light: kfp and TensorFlow load only when it runs
 
     parser = commands.subcommand("pipeline", "compile", "compile the pipeline to its YAML package", _compile)
     parser.add_argument("--out", default=None, help="output file (default: pipelines/maskrcnn_pipeline.yaml)")
@@ -96,14 +97,14 @@ def register(commands) -> None:
     parser = commands.subcommand("pipeline", "run", "run the whole pipeline on this machine (kfp.local)", _run)
     parser.add_argument("--local", action="store_true", help="run with kfp.local on this machine (required)")
     parser.add_argument("--workdir", default="runs/demo", help="working directory (data cache, runs, server)")
-    parser.add_argument("--train-images", type=int, default=96, help="generated training images")
-    parser.add_argument("--val-images", type=int, default=24, help="generated validation images")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the generated dataset")
-    parser.add_argument("--max-steps", type=int, default=300, help="training steps")
-    parser.add_argument("--processes", type=int, default=2, help="training processes (horovodrun -np)")
-    parser.add_argument("--port", type=int, default=8080, help="port of the local server (a free one if taken)")
-    parser.add_argument("--min-box-ap", type=float, default=0.0, help="deploy gate: minimum box AP")
-    parser.add_argument("--min-mask-ap", type=float, default=0.0, help="deploy gate: minimum mask AP")
+    parser.add_argument("--train-images", type=int, default=LocalRun.train_images, help="generated training images")
+    parser.add_argument("--val-images", type=int, default=LocalRun.val_images, help="generated validation images")
+    parser.add_argument("--seed", type=int, default=LocalRun.seed, help="seed of the generated dataset")
+    parser.add_argument("--max-steps", type=int, default=LocalRun.max_steps, help="training steps")
+    parser.add_argument("--processes", type=int, default=LocalRun.processes, help="training processes (horovodrun -np)")
+    parser.add_argument("--port", type=int, default=LocalRun.port, help="port of the local server (a free one if taken)")
+    parser.add_argument("--min-box-ap", type=float, default=LocalRun.min_box_ap, help="deploy gate: minimum box AP")
+    parser.add_argument("--min-mask-ap", type=float, default=LocalRun.min_mask_ap, help="deploy gate: minimum mask AP")
     add_config_arguments(parser, default_preset="tiny")
 
     parser = commands.subcommand("pipeline", "stop", "stop the local server a local run started", _stop)

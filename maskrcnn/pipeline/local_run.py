@@ -14,6 +14,7 @@ server's pid file and log), ``kfp/`` (kfp.local's artifacts), ``logs/`` (the ful
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
 import logging
 import sys
@@ -140,7 +141,7 @@ def run_locally(run: LocalRun) -> dict[str, Any]:
     from pipelines.maskrcnn_pipeline import maskrcnn_pipeline
 
     started = time.monotonic()
-    run = LocalRun(**{**run.__dict__, "workdir": run.workdir.resolve()})
+    run = dataclasses.replace(run, workdir=run.workdir.resolve())
     source = prepare_mirror(run)
     log_path = run.workdir / "logs" / f"pipeline-{time.strftime('%Y%m%d-%H%M%S')}.log"
     kfp.local.init(runner=kfp.local.SubprocessRunner(use_venv=False), pipeline_root=str(run.workdir / "kfp"))
