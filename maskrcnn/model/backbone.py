@@ -3,8 +3,8 @@
 Every weight carries the name tensorpack gives it (``conv0/W``, ``group0/block0/conv1/bn/gamma``,
 ``group1/block0/convshortcut/W``, ...), so tensorpack's ``ImageNet-R50-AlignPadding.npz`` loads by
 name (see ``backbone_weights``). Stride-2 convolutions pad the way that model was trained
-("AlignPadding": the extra row/column goes on the top/left), which keeps feature cell ``(i, j)``
-centred at ``((i + 0.5) * stride, (j + 0.5) * stride)``, the centres the anchors assume.
+("AlignPadding": the extra row/column goes on the top/left), so pretrained filters see their
+inputs at the offsets they were trained with.
 
 Frozen batch norm is an affine transform with fixed ImageNet statistics (``mean/EMA``,
 ``variance/EMA``); ``gamma``/``beta`` train unless their stage is frozen (``FREEZE_AT``).
