@@ -4,8 +4,7 @@ work dir: download and convert find their cache), with the AP it reaches.
 Each run executes the whole compiled pipeline with kfp.local (download from a local mirror,
 convert, train the ``tiny`` preset under ``horovodrun -np 2`` when Horovod is installed, evaluate,
 deploy a local server + smoke request); the server is stopped after each run. Prints, as its last
-line, one JSON line
-with the medians over ``--runs`` cold/warm pairs and every run's figures.
+line, one JSON line with the medians over ``--runs`` cold/warm pairs and every run's figures.
 
     .venv/bin/python benchmarks/local_pipeline.py [--runs 3] [--max-steps 300] [--workdir /tmp/maskrcnn-bench-local]
 """
