@@ -174,7 +174,7 @@ def precision_policy(precision: str) -> Iterator[None]:
 
 
 @dataclasses.dataclass
-class _Trainable:
+class Trainable:
     """Everything a checkpoint holds and rank 0 broadcasts."""
 
     model: tf.keras.Model
@@ -187,15 +187,15 @@ class _Trainable:
         return [*self.model.variables, *self.optimizer.state, *self.loss_scale.state, *self.state.variables_to_broadcast]
 
 
-def _build_trainable(cfg: Config) -> _Trainable:
+def build_trainable(cfg: Config) -> Trainable:
     from maskrcnn.model.mask_rcnn import MaskRCNN
 
     model = MaskRCNN(cfg).build_for_inputs()  # every variable exists before restore and broadcast
     optimizer = SGDMomentum(model.trainable_variables, momentum=cfg.TRAIN.MOMENTUM, clip_norm=cfg.TRAIN.GRAD_CLIP_NORM)
-    return _Trainable(model, optimizer, DynamicLossScale(cfg.TRAIN.PRECISION == "mixed_float16"), TrainState())
+    return Trainable(model, optimizer, DynamicLossScale(cfg.TRAIN.PRECISION == "mixed_float16"), TrainState())
 
 
-def _initialise(trainable: _Trainable, checkpointer: Checkpointer, cfg: Config, replica: Replica) -> None:
+def _initialise(trainable: Trainable, checkpointer: Checkpointer, cfg: Config, replica: Replica) -> None:
     """Rank 0 restores the latest checkpoint, or on a fresh start loads the pretrained backbone;
     then every process receives rank 0's state."""
     if checkpointer.restore_latest() is None and replica.is_chief:
@@ -262,7 +262,7 @@ def run_training(
     )
     tf.keras.utils.set_random_seed(cfg.TRAIN.SEED + replica.rank)
     with precision_policy(cfg.TRAIN.PRECISION):
-        trainable = _build_trainable(cfg)
+        trainable = build_trainable(cfg)
     checkpointer = Checkpointer(
         model_dir, keep=cfg.TRAIN.CHECKPOINTS_KEPT, is_chief=replica.is_chief, model=variables_by_path(trainable.model),
         optimizer=trainable.optimizer, loss_scale=trainable.loss_scale, state=trainable.state,
