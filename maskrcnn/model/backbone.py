@@ -53,6 +53,10 @@ class ConvNorm(keras.layers.Layer):
         trainable: bool = True,
     ):
         super().__init__(name=scope.replace("/", "_"), trainable=trainable)
+        self._args = dict(
+            scope=scope, in_channels=in_channels, out_channels=out_channels, kernel_size=kernel_size, stride=stride,
+            pad=pad, norm=norm, relu=relu, zero_init=zero_init, trainable=trainable,
+        )
         self.scope = scope
         self.stride = stride
         self.pad = pad
@@ -87,6 +91,9 @@ class ConvNorm(keras.layers.Layer):
             self.tensorpack_weights[f"{scope}/b"] = self.bias
         self.built = True
 
+    def get_config(self) -> dict:
+        return dict(self._args)
+
     def call(self, x: tf.Tensor) -> tf.Tensor:
         dtype = x.dtype
         if self.pad is not None:
@@ -108,6 +115,7 @@ class Bottleneck(keras.layers.Layer):
 
     def __init__(self, scope: str, in_channels: int, channels: int, stride: int, *, norm: str, trainable: bool):
         super().__init__(name=scope.replace("/", "_"), trainable=trainable)
+        self._args = dict(scope=scope, in_channels=in_channels, channels=channels, stride=stride, norm=norm, trainable=trainable)
         out_channels = channels * 4
         common = dict(norm=norm, trainable=trainable)
         self.conv1 = ConvNorm(f"{scope}/conv1", in_channels, channels, 1, **common)
@@ -122,6 +130,9 @@ class Bottleneck(keras.layers.Layer):
             else None
         )
         self.built = True
+
+    def get_config(self) -> dict:
+        return dict(self._args)
 
     def call(self, x: tf.Tensor) -> tf.Tensor:
         shortcut = self.shortcut(x) if self.shortcut is not None else x
@@ -141,6 +152,7 @@ class ResNet(keras.layers.Layer):
 
     def __init__(self, blocks: Sequence[int], *, width: int = 64, freeze_at: int = 2, norm: str = "FreezeBN", name="resnet"):
         super().__init__(name=name)
+        self._args = dict(blocks=tuple(blocks), width=width, freeze_at=freeze_at, norm=norm, name=name)
         if len(blocks) != 4:
             raise ValueError(f"ResNet needs 4 stages of blocks, got {blocks}")
         # tensorpack pads 3 before / 2 after for the 7x7 stride-2 stem and 1 before the 3x3 max-pool.
@@ -157,6 +169,9 @@ class ResNet(keras.layers.Layer):
                 in_channels = channels * 4
         self.out_channels = [width * 2**i * 4 for i in range(4)]
         self.built = True
+
+    def get_config(self) -> dict:
+        return dict(self._args)
 
     def call(self, images: tf.Tensor) -> list[tf.Tensor]:
         x = self.stem(images)

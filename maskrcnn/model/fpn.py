@@ -19,6 +19,7 @@ class FPN(keras.layers.Layer):
 
     def __init__(self, channels: int, name: str = "fpn"):
         super().__init__(name=name)
+        self.channels = channels
         init = keras.initializers.VarianceScaling(scale=1.0, distribution="uniform")
         # Layers are attributes, not list items: Keras 3 hides layers held in lists from tf.train.Checkpoint.
         for level in range(2, 6):
@@ -28,6 +29,9 @@ class FPN(keras.layers.Layer):
                 f"posthoc_p{level}",
                 keras.layers.Conv2D(channels, 3, padding="same", kernel_initializer=init, name=f"fpn_posthoc_3x3_p{level}"),
             )
+
+    def get_config(self) -> dict:
+        return {"channels": self.channels, "name": self.name}
 
     def call(self, features: Sequence[tf.Tensor]) -> dict[int, tf.Tensor]:
         laterals = [getattr(self, f"lateral_c{level}")(c) for level, c in zip(range(2, 6), features)]

@@ -16,6 +16,7 @@ class BoxHead(keras.layers.Layer):
 
     def __init__(self, fc_dim: int, num_classes: int, name: str = "fastrcnn"):
         super().__init__(name=name)
+        self.fc_dim = fc_dim
         self.num_classes = num_classes
         init = keras.initializers.VarianceScaling(scale=1.0, distribution="uniform")
         self.fc6 = keras.layers.Dense(fc_dim, activation="relu", kernel_initializer=init, name="fastrcnn_fc6")
@@ -26,6 +27,9 @@ class BoxHead(keras.layers.Layer):
         self.box = keras.layers.Dense(
             (num_classes + 1) * 4, kernel_initializer=keras.initializers.RandomNormal(stddev=0.001), name="fastrcnn_outputs_box"
         )
+
+    def get_config(self) -> dict:
+        return {"fc_dim": self.fc_dim, "num_classes": self.num_classes, "name": self.name}
 
     def call(self, pooled: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         batch, num_rois = tf.shape(pooled)[0], tf.shape(pooled)[1]
@@ -47,6 +51,8 @@ class MaskHead(keras.layers.Layer):
         init = keras.initializers.VarianceScaling(scale=2.0, mode="fan_out", distribution="untruncated_normal")
         # Layers are attributes, not list items: Keras 3 hides layers held in lists from tf.train.Checkpoint.
         self.num_convs = num_convs
+        self.head_dim = head_dim
+        self.num_classes = num_classes
         for i in range(num_convs):
             setattr(
                 self,
@@ -57,6 +63,9 @@ class MaskHead(keras.layers.Layer):
             head_dim, 2, strides=2, activation="relu", kernel_initializer=init, name="maskrcnn_deconv"
         )
         self.predictor = keras.layers.Conv2D(num_classes, 1, kernel_initializer=init, name="maskrcnn_conv")
+
+    def get_config(self) -> dict:
+        return {"num_convs": self.num_convs, "head_dim": self.head_dim, "num_classes": self.num_classes, "name": self.name}
 
     def call(self, pooled: tf.Tensor) -> tf.Tensor:
         batch, num_rois = tf.shape(pooled)[0], tf.shape(pooled)[1]

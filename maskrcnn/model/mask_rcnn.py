@@ -12,7 +12,7 @@ from typing import Mapping
 import numpy as np
 import tensorflow as tf
 
-from maskrcnn.config import Config
+from maskrcnn.config import Config, from_dict, to_dict
 from maskrcnn.errors import UserError
 from maskrcnn.model import box_ops, losses, postprocess, rpn, targets
 from maskrcnn.model.anchors import multilevel_anchors
@@ -54,6 +54,13 @@ class MaskRCNN(keras.Model):
             sizes=cfg.RPN.ANCHOR_SIZES,
             ratios=cfg.RPN.ANCHOR_RATIOS,
         )
+
+    def get_config(self) -> dict:
+        return {"cfg": to_dict(self.cfg), "name": self.name}
+
+    @classmethod
+    def from_config(cls, config: dict) -> "MaskRCNN":
+        return cls(from_dict(config["cfg"]), name=config.get("name", "mask_rcnn"))
 
     # ------------------------------------------------------------------ shared stages
 

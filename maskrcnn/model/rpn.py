@@ -22,11 +22,15 @@ class RPNHead(keras.layers.Layer):
 
     def __init__(self, channels: int, num_anchors: int, name: str = "rpn"):
         super().__init__(name=name)
+        self.channels = channels
         self.num_anchors = num_anchors
         init = keras.initializers.RandomNormal(stddev=0.01)
         self.conv = keras.layers.Conv2D(channels, 3, padding="same", activation="relu", kernel_initializer=init, name="rpn_conv0")
         self.objectness = keras.layers.Conv2D(num_anchors, 1, kernel_initializer=init, name="rpn_class")
         self.deltas = keras.layers.Conv2D(4 * num_anchors, 1, kernel_initializer=init, name="rpn_box")
+
+    def get_config(self) -> dict:
+        return {"channels": self.channels, "num_anchors": self.num_anchors, "name": self.name}
 
     def call(self, features: Mapping[int, tf.Tensor]) -> tuple[dict[int, tf.Tensor], dict[int, tf.Tensor]]:
         logits, deltas = {}, {}

@@ -154,3 +154,13 @@ def test_checkpoint_and_saved_model_cover_every_weight(tmp_path):
     want = model.detect(batch["images"], batch["image_info"])
     got = loaded.detect(batch["images"], batch["image_info"])
     np.testing.assert_allclose(got["scores"].numpy(), want["scores"].numpy(), atol=1e-5)
+
+
+def test_layers_rebuild_from_their_config():
+    cfg = get_config("tiny", ["NUM_CLASSES=4"])
+    model = MaskRCNN(cfg)
+    clone = MaskRCNN.from_config(model.get_config())
+    assert clone.cfg == cfg
+    for layer in (model.backbone, model.backbone.stem, model.fpn, model.rpn_head, model.box_head, model.mask_head):
+        rebuilt = type(layer).from_config(layer.get_config())
+        assert rebuilt.get_config() == layer.get_config()
