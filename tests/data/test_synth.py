@@ -103,3 +103,13 @@ def test_uncompressed_rle_round_trips():
 def test_bad_arguments():
     with pytest.raises(UserError, match="counts"):
         synth.generate("/tmp/unused", train=-1)
+
+
+def test_cli_fixed_image_size(tmp_path, capsys):
+    from maskrcnn.cli import main
+
+    assert main(["data", "synth", "--out", str(tmp_path), "--train", "2", "--val", "1", "--image-size", "64x48"]) == 0
+    assert capsys.readouterr().out.strip() == str(tmp_path)
+    images = _load(tmp_path, "train2017")["images"] + _load(tmp_path, "val2017")["images"]
+    assert {(i["width"], i["height"]) for i in images} == {(64, 48)}
+    assert all((tmp_path / s).is_dir() for s in ("train2017", "val2017", "annotations"))
