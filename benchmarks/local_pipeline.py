@@ -6,7 +6,7 @@ convert, train the ``tiny`` preset under ``horovodrun -np 2`` when Horovod is in
 deploy a local server + smoke request); the server is stopped after each run. Prints, as its last
 line, one JSON line with the medians over ``--runs`` cold/warm pairs and every run's figures.
 
-    .venv/bin/python benchmarks/local_pipeline.py [--runs 3] [--max-steps 300] [--workdir /tmp/maskrcnn-bench-local]
+    .venv/bin/python benchmarks/local_pipeline.py [--runs 3] [--max-steps 400] [--workdir /tmp/maskrcnn-bench-local]
 """
 
 from __future__ import annotations

@@ -35,11 +35,11 @@ class LocalRun:
     """What the local run does; defaults finish in a few minutes on 2 CPU cores."""
 
     workdir: Path
-    train_images: int = 96
+    train_images: int = 400
     val_images: int = 24
     seed: int = 0
     preset: str = "tiny"
-    max_steps: int = 300
+    max_steps: int = 400
     processes: int = 2
     port: int = 8080
     min_box_ap: float = 0.0
