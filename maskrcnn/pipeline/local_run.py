@@ -198,6 +198,8 @@ def format_summary(summary: dict[str, Any]) -> str:
         f"  shards           {summary['shards']}",
         f"  model            {summary['model']}  ({summary['train_steps']:.0f} steps)",
         f"  evaluation       {summary['eval']}  (metrics.json, report.html)",
+        f"  report (HTML)    {summary['report_html']}",
+        f"  deploy decision  {summary['decision']}",
         f"  KFP artifacts    {summary['kfp_artifacts']}",
         f"  run log          {summary['log']}",
         f"  box AP {summary['box_AP']:.4f}   mask AP {summary['mask_AP']:.4f}",

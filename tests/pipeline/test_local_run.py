@@ -49,7 +49,7 @@ def test_local_run_end_to_end(tmp_path):
 
         # Every step ran for real (nothing cached on a first run) and said where its output is.
         assert summary["download_cached"] is False and summary["convert_cached"] is False
-        for key in ("coco", "shards", "model", "eval", "report_html", "kfp_artifacts"):
+        for key in ("coco", "shards", "model", "eval", "report_html", "decision", "kfp_artifacts", "log"):
             assert summary[key] in done.stdout, key
         assert (workdir / "runs").is_dir() and summary["model"].startswith(str(workdir / "runs"))
         assert (Path(summary["model"]) / "saved_model").is_dir()
