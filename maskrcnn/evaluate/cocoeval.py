@@ -10,9 +10,9 @@ numbers are pycocotools' exactly (tests compare them), the wall time shrinks wit
 Workers are forked, so the ground truth and the detections are shared copy-on-write instead of
 being pickled; where fork is unavailable (or ``workers=1``) the tasks run in this process.
 
-Mask AP uses the mask's own area for the small/medium/large ranges: the ``bbox`` field is dropped
-from the results before a ``segm`` evaluation, otherwise COCO's ``loadRes`` would take the box
-area (the same choice as Detectron2's COCOEvaluator).
+Mask AP uses the mask's own area for the small/medium/large ranges and the mask's box, as
+``loadRes`` does for results without a ``bbox`` field (Detectron2's COCOEvaluator drops the field
+for the same reason: with it, ``loadRes`` would take the box area).
 """
 
 from __future__ import annotations
@@ -76,11 +76,15 @@ def partition_categories(weights: Mapping[int, int], parts: int) -> list[list[in
     return [sorted(g) for g in groups if g]
 
 
-def _result_subset(iou_type: str, cat_ids: Iterable[int]) -> list[dict]:
-    """Copies of the detections of ``cat_ids`` prepared for ``loadRes`` (which mutates them)."""
+def _result_subset(cat_ids: Iterable[int]) -> list[dict]:
+    """The detections of ``cat_ids``, ready for ``load_results`` (which mutates them).
+
+    A forked worker runs one task and exits, so it mutates its own copy-on-write pages; in this
+    process the caller's dicts are copied first.
+    """
     by_category = _SHARED["detections_by_category"]
-    drop = "bbox" if iou_type == "segm" else "segmentation"
-    return [{k: v for k, v in d.items() if k != drop} for c in cat_ids for d in by_category.get(c, ())]
+    subset = [d for c in cat_ids for d in by_category.get(c, ())]
+    return subset if _SHARED["forked"] else [dict(d) for d in subset]
 
 
 def load_results(ground_truth, results: list[dict], iou_type: str):
@@ -98,7 +102,7 @@ def load_results(ground_truth, results: list[dict], iou_type: str):
         areas, boxes = mask_utils.area(segmentations), mask_utils.toBbox(segmentations)
         for r, area, box in zip(results, areas, boxes):
             r["area"] = area
-            r.setdefault("bbox", box)
+            r["bbox"] = box  # the mask's box, as loadRes gives results without a bbox field
     elif iou_type == "bbox":
         for r in results:
             r["area"] = r["bbox"][2] * r["bbox"][3]
@@ -118,7 +122,7 @@ def _evaluate_subset(task: tuple[str, list[int]]) -> tuple[str, list[int], dict[
 
     iou_type, cat_ids = task
     gt = _SHARED["ground_truth"]
-    dt = load_results(gt, _result_subset(iou_type, cat_ids), iou_type)
+    dt = load_results(gt, _result_subset(cat_ids), iou_type)
     ev = COCOeval_faster(gt, dt, iou_type, print_function=log.debug)
     ev.params.catIds = list(cat_ids)
     if _SHARED["image_ids"] is not None:
@@ -199,10 +203,12 @@ def evaluate_coco(
     # Mask IoU costs more than box IoU: schedule it first.
     tasks = [(t, g) for t in sorted(iou_types, key=lambda t: t != "segm") for g in groups]
 
-    _SHARED.update(ground_truth=ground_truth, detections_by_category=by_category, image_ids=image_ids)
+    forked = workers > 1 and len(tasks) > 1 and "fork" in multiprocessing.get_all_start_methods()
+    _SHARED.update(ground_truth=ground_truth, detections_by_category=by_category, image_ids=image_ids, forked=forked)
     try:
-        if workers > 1 and len(tasks) > 1 and "fork" in multiprocessing.get_all_start_methods():
-            with multiprocessing.get_context("fork").Pool(min(workers, len(tasks))) as pool:
+        if forked:
+            # One task per worker process: tasks mutate the shared detections in their own memory.
+            with multiprocessing.get_context("fork").Pool(min(workers, len(tasks)), maxtasksperchild=1) as pool:
                 outputs = list(pool.imap_unordered(_evaluate_subset, tasks))
         else:
             outputs = [_evaluate_subset(t) for t in tasks]

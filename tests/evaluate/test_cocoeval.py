@@ -94,3 +94,13 @@ def test_generated_val_set_with_exact_detections_gives_ap_one(synth_coco):
     for iou_type in ("bbox", "segm"):
         assert ours[iou_type].stats["AP"] == pytest.approx(1.0)
         assert ours[iou_type].stats["AR100"] == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_caller_detections_are_left_as_they_were(case, workers):
+    import copy
+
+    gt, dets = case
+    before = copy.deepcopy(dets)
+    evaluate_coco(load_ground_truth(gt), dets, workers=workers)
+    assert dets == before
