@@ -31,6 +31,15 @@ _COMMAND_MODULES = (
 )
 
 
+_GROUP_HELP = {
+    "config": "show the effective config",
+    "data": "generate, download, mirror and convert datasets",
+    "model": "model summary and SageMaker packaging",
+    "k8s": "run training as an MPIJob and deploy the server on Kubernetes",
+    "pipeline": "compile, run locally, submit and schedule the Kubeflow pipeline",
+}
+
+
 class Commands:
     """Hands out argparse parsers for ``maskrcnn NAME`` and ``maskrcnn GROUP NAME``."""
 
@@ -49,7 +58,8 @@ class Commands:
         self, group: str, name: str, help: str, handler: Callable[[argparse.Namespace], int | None]
     ) -> argparse.ArgumentParser:
         if group not in self._groups:
-            group_parser = self._top.add_parser(group, help=f"{group} commands")
+            help_text = _GROUP_HELP.get(group, f"{group} commands")
+            group_parser = self._top.add_parser(group, help=help_text, description=help_text)
             self._groups[group] = group_parser.add_subparsers(dest=f"{group}_command", required=True, metavar="COMMAND")
         parser = self._groups[group].add_parser(
             name, help=help, description=help, formatter_class=argparse.ArgumentDefaultsHelpFormatter
