@@ -79,8 +79,8 @@ def partition_categories(weights: Mapping[int, int], parts: int) -> list[list[in
 def _result_subset(cat_ids: Iterable[int]) -> list[dict]:
     """The detections of ``cat_ids``, ready for ``load_results`` (which mutates them).
 
-    A forked worker runs one task and exits, so it mutates its own copy-on-write pages; in this
-    process the caller's dicts are copied first.
+    A forked worker mutates its own copy-on-write pages; in this process the caller's dicts are
+    copied first.
     """
     by_category = _SHARED["detections_by_category"]
     subset = [d for c in cat_ids for d in by_category.get(c, ())]
@@ -116,11 +116,10 @@ def load_results(ground_truth, results: list[dict], iou_type: str):
     return dt
 
 
-def _evaluate_subset(task: tuple[str, list[int]]) -> tuple[str, list[int], dict[str, np.ndarray]]:
-    """Evaluate + accumulate one IoU type on one category subset (runs in a worker)."""
+def _evaluate_iou_type(iou_type: str, cat_ids: list[int]) -> dict[str, np.ndarray]:
+    """Evaluate + accumulate one IoU type on one category subset."""
     from faster_coco_eval import COCOeval_faster
 
-    iou_type, cat_ids = task
     gt = _SHARED["ground_truth"]
     dt = load_results(gt, _result_subset(cat_ids), iou_type)
     ev = COCOeval_faster(gt, dt, iou_type, print_function=log.debug)
@@ -129,7 +128,17 @@ def _evaluate_subset(task: tuple[str, list[int]]) -> tuple[str, list[int], dict[
         ev.params.imgIds = list(_SHARED["image_ids"])
     ev.evaluate()
     ev.accumulate()
-    return iou_type, list(cat_ids), {k: np.asarray(ev.eval[k]) for k in ("precision", "recall", "scores")}
+    return {k: np.asarray(ev.eval[k]) for k in ("precision", "recall", "scores")}
+
+
+def _evaluate_subset(cat_ids: list[int]) -> list[tuple[str, list[int], dict[str, np.ndarray]]]:
+    """Every IoU type on one category subset (one worker's task).
+
+    bbox runs before segm: a forked worker reuses its detection dicts, and ``load_results`` for
+    segm overwrites everything the bbox pass set (area, bbox, id), never the other way round.
+    """
+    order = sorted(_SHARED["iou_types"], key=IOU_TYPES.index)
+    return [(t, list(cat_ids), _evaluate_iou_type(t, cat_ids)) for t in order]
 
 
 def _summarize(gt, iou_type: str, cat_ids: Sequence[int], arrays: Mapping[str, np.ndarray]) -> CocoEvalResult:
@@ -198,20 +207,17 @@ def evaluate_coco(
     if unknown:
         raise ValueError(f"detections name images absent from the ground truth, e.g. {min(unknown)}")
     weights = {c: len(by_category.get(c, ())) + len(ground_truth.catToImgs.get(c, ())) + 1 for c in cat_ids}
-    # A few more chunks than workers so that a heavy category does not leave a core idle.
-    groups = partition_categories(weights, 2 * workers if workers > 1 else 1)
-    # Mask IoU costs more than box IoU: schedule it first.
-    tasks = [(t, g) for t in sorted(iou_types, key=lambda t: t != "segm") for g in groups]
-
-    forked = workers > 1 and len(tasks) > 1 and "fork" in multiprocessing.get_all_start_methods()
-    _SHARED.update(ground_truth=ground_truth, detections_by_category=by_category, image_ids=image_ids, forked=forked)
+    # One category group per worker process: a fork of a large process costs, so fork once each.
+    groups = partition_categories(weights, workers)
+    forked = len(groups) > 1 and "fork" in multiprocessing.get_all_start_methods()
+    _SHARED.update(ground_truth=ground_truth, detections_by_category=by_category, image_ids=image_ids,
+                   iou_types=tuple(iou_types), forked=forked)
     try:
         if forked:
-            # One task per worker process: tasks mutate the shared detections in their own memory.
-            with multiprocessing.get_context("fork").Pool(min(workers, len(tasks)), maxtasksperchild=1) as pool:
-                outputs = list(pool.imap_unordered(_evaluate_subset, tasks))
+            with multiprocessing.get_context("fork").Pool(len(groups)) as pool:
+                outputs = [o for part in pool.imap_unordered(_evaluate_subset, groups) for o in part]
         else:
-            outputs = [_evaluate_subset(t) for t in tasks]
+            outputs = _evaluate_subset(groups[0])
     finally:
         _SHARED.clear()
 
