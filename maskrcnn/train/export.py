@@ -20,7 +20,9 @@ import numpy as np
 import tensorflow as tf
 
 from maskrcnn.config import Config
+from maskrcnn.data.pipeline import preprocess_image
 from maskrcnn.errors import UserError
+from maskrcnn.model.postprocess import paste_masks
 from maskrcnn.train.distributed import tf_variables
 from maskrcnn.utils.io import read_json
 
@@ -59,8 +61,6 @@ def paste_binary_masks(
     probability is > threshold); num: valid detections (rows past it are all zero);
     padded_size: int32 ``[2]`` (Hmax, Wmax) of the batch.
     """
-    from maskrcnn.model.postprocess import paste_masks
-
     pasted = paste_masks(masks, boxes, size[0], size[1])  # [D, H, W] probabilities
     valid = tf.sequence_mask(num, tf.shape(masks)[0])[:, None, None]
     binary = tf.cast(tf.logical_and(pasted > threshold, valid), tf.uint8)
@@ -80,8 +80,6 @@ class ServingModule(tf.Module):
         preprocess_spec = (tf.TensorSpec([pad_h, pad_w, 3], tf.float32), tf.TensorSpec([5], tf.float32))
 
         def preprocess(image_bytes: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-            from maskrcnn.data.pipeline import preprocess_image
-
             return preprocess_image(decode_image(image_bytes), cfg)
 
         @tf.function(input_signature=[
