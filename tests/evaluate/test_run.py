@@ -12,6 +12,8 @@ from maskrcnn.cli import main
 from maskrcnn.evaluate.cocoeval import STAT_NAMES
 from maskrcnn.utils.io import read_json
 
+from notebook_client import rle_to_binary_mask
+
 from .coco_cases import pycocotools_stats
 
 pytestmark = pytest.mark.slow
@@ -109,20 +111,6 @@ def test_two_horovod_ranks_give_the_single_process_metrics(eval_dir, tiny_model_
     assert distributed == single
     key = lambda d: (d["image_id"], -d["score"], d["category_id"])  # noqa: E731
     assert sorted(read_json(out / "detections.json"), key=key) == sorted(read_json(eval_dir / "detections.json"), key=key)
-
-
-def rle_to_binary_mask(rle, img_shape):
-    """The client's code, copied from the SageMaker notebook (003_8c6a1f8245567592.txt)."""
-    value = 0
-    mask_array = []
-    for count in rle:
-        mask_array.extend([int(value)] * count)
-        value = (value + 1) % 2
-
-    assert len(mask_array) == img_shape[0] * img_shape[1]
-    b_mask = np.array(mask_array, dtype=np.uint8).reshape(img_shape)
-
-    return b_mask
 
 
 def test_notebook_client_decodes_the_real_models_masks(tiny_model_dir, synth_coco):

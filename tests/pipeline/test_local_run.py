@@ -17,19 +17,9 @@ from PIL import Image
 
 from maskrcnn.pipeline.local_server import free_port
 from maskrcnn.utils.io import read_json
+from notebook_client import rle_to_binary_mask
 
 STATS = {"AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl"}
-
-
-def rle_to_binary_mask(rle, img_shape):
-    """The SageMaker Mask R-CNN notebook's decoder, verbatim in behaviour: row-major runs from 0s."""
-    value = 0
-    mask_array = []
-    for count in rle:
-        mask_array.extend([int(value)] * count)
-        value = (value + 1) % 2
-    assert len(mask_array) == img_shape[0] * img_shape[1]
-    return np.array(mask_array, dtype=np.uint8).reshape(img_shape)
 
 
 def _maskrcnn(*argv, timeout):

@@ -12,7 +12,7 @@ from maskrcnn.serve.app import PREDICT_PATHS
 from maskrcnn.serve.standin import STANDIN_CLASS_MAP
 
 from .conftest import b64, colored_image, encode_png
-from .test_rle import rle_to_binary_mask
+from notebook_client import rle_to_binary_mask
 
 
 @pytest.fixture(scope="module")

@@ -6,20 +6,7 @@ import numpy as np
 import pytest
 
 from maskrcnn.serve.rle import row_major_counts, row_major_decode
-
-
-def rle_to_binary_mask(rle, img_shape):
-    """The client's code, copied from the SageMaker notebook (003_8c6a1f8245567592.txt)."""
-    value = 0
-    mask_array = []
-    for count in rle:
-        mask_array.extend([int(value)] * count)
-        value = (value + 1) % 2
-
-    assert len(mask_array) == img_shape[0] * img_shape[1]
-    b_mask = np.array(mask_array, dtype=np.uint8).reshape(img_shape)
-
-    return b_mask
+from notebook_client import rle_to_binary_mask
 
 
 def test_random_masks_round_trip_through_the_notebook_decoder():
