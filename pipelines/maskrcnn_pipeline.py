@@ -136,6 +136,8 @@ def maskrcnn_pipeline(
         serve_port=serve_port,
     )
     deploy_task.set_display_name("deploy (gated)").set_caching_options(enable_caching=False)
+    # The serving NetworkPolicy admits the smoke request only from pods with this label.
+    kubernetes.add_pod_label(deploy_task, "maskrcnn.kubeflow.org/serving-client", "true")
 
     for task in (download_task, convert_task, train_task, evaluate_task, deploy_task):
         kubernetes.mount_pvc(task, pvc_name=data_volume, mount_path=DATA_MOUNT)

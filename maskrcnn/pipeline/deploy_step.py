@@ -122,6 +122,13 @@ def deploy_step(
 def k8s_deploy_args(
     *, namespace: str, image: str, data_volume: str, data_root: str, min_box_ap: float, min_mask_ap: float,
 ) -> list[str]:
-    """The cluster arguments of ``maskrcnn k8s deploy`` (the model path is on the data volume)."""
+    """The cluster arguments of ``maskrcnn k8s deploy`` (the model path is on the data volume).
+
+    The smoke request goes straight to the Service (the step's pod carries the serving-client label
+    the serving NetworkPolicy admits); the API server's service proxy would be refused by that policy.
+    """
+    from maskrcnn.k8s.serving import SERVING_PORT
+
+    smoke_url = f"http://maskrcnn.{namespace}.svc.cluster.local:{SERVING_PORT}/invocations"
     return ["--namespace", namespace, "--image", image, "--pvc", data_volume, "--mount-path", data_root,
-            "--min-box-ap", str(min_box_ap), "--min-mask-ap", str(min_mask_ap)]
+            "--min-box-ap", str(min_box_ap), "--min-mask-ap", str(min_mask_ap), "--smoke-url", smoke_url]

@@ -75,7 +75,8 @@ def test_deploy_step_gates_and_deploys_on_the_cluster(tmp_path, box_ap, status):
             min_mask_ap=0.3, data_root=str(data_root), port=8080,
             k8s_args=k8s_deploy_args(namespace=NS, image="registry/serve:1", data_volume="coco-pvc",
                                      data_root=str(data_root), min_box_ap=0.3, min_mask_ap=0.3)
-            + ["--kubeconfig", str(kubeconfig), "--poll-interval", "0.05"],
+            # No cluster DNS here: the smoke request goes through the fake's service proxy instead.
+            + ["--kubeconfig", str(kubeconfig), "--poll-interval", "0.05", "--smoke-url", ""],
         )
         deployments = fake.list(DEPLOYMENTS, NS)
     assert outcome.decision["status"] == status
@@ -87,3 +88,10 @@ def test_deploy_step_gates_and_deploys_on_the_cluster(tmp_path, box_ap, status):
     else:
         assert outcome.endpoint == "" and deployments == []
     assert (model_dir.parent / "deploy" / "decision.json").is_file()
+
+
+def test_cluster_smoke_request_goes_straight_to_the_service():
+    """The serving NetworkPolicy refuses the API server's proxy, so the step calls the Service itself."""
+    args = k8s_deploy_args(namespace=NS, image="registry/serve:1", data_volume="coco-pvc", data_root="/data",
+                           min_box_ap=0.3, min_mask_ap=0.3)
+    assert args[args.index("--smoke-url") + 1] == f"http://maskrcnn.{NS}.svc.cluster.local:8080/invocations"
