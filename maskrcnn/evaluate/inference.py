@@ -86,7 +86,7 @@ def run_inference(
     with tqdm(total=share, desc=f"evaluate[{rank}]", unit="img", disable=rank != 0, dynamic_ncols=True) as bar:
         for ids, encoded in encoded_images(files, batch_size, rank, world_size):
             images = [bytes(b) for b in encoded.numpy()]
-            for image_id, image, det in zip(ids.numpy().tolist(), images, predictor(images, mask_threshold=mask_threshold)):
+            for image_id, image, det in zip(ids.numpy().tolist(), images, predictor(images, mask_threshold=mask_threshold, score_threshold=0.0)):
                 out.results.extend(coco_results(image_id, det))
                 out.image_ids.append(int(image_id))
                 if len(out.samples) < num_samples:

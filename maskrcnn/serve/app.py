@@ -143,7 +143,8 @@ def create_app(
     metrics = ServeMetrics()
     state = ModelState()
     batcher = DynamicBatcher(
-        lambda images, mask_threshold: state.predictor(images, mask_threshold=mask_threshold),
+        lambda images, mask_threshold, score_threshold: state.predictor(
+            images, mask_threshold=mask_threshold, score_threshold=score_threshold),
         max_batch_size=settings.max_batch_size,
         max_wait_s=settings.max_batch_wait_ms / 1000.0,
         workers=settings.model_workers,
@@ -229,7 +230,7 @@ def create_app(
             except ImageRejected as e:
                 raise RequestError(e.status, "bad_image", str(e)) from None
             try:
-                det = await asyncio.wait_for(batcher.submit(image, req.mask_threshold), settings.request_timeout_s)
+                det = await asyncio.wait_for(batcher.submit(image, req.mask_threshold, req.score_threshold), settings.request_timeout_s)
             except asyncio.TimeoutError:
                 raise RequestError(504, "timeout", f"no result within {settings.request_timeout_s}s; retry later") from None
             except Exception as e:  # noqa: BLE001 - a failed model call must not take the server down

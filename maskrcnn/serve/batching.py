@@ -3,7 +3,8 @@
 The first request of a batch waits at most ``max_wait_s`` for others; a batch holds at most
 ``max_batch_size`` images (1 turns batching off). Model calls run in a thread pool (never on the
 event loop), at most ``workers`` at a time. Requests with different mask thresholds are never
-mixed (the predictor takes one threshold per call). When a batched call fails, its images are
+mixed (the predictor takes one mask threshold per call); score thresholds are passed per image,
+so the model pastes only the masks each request will return. When a batched call fails, its images are
 retried one by one, so one undecodable image fails only its own request.
 """
 
@@ -23,13 +24,15 @@ log = logging.getLogger(__name__)
 class _Item:
     image: bytes
     mask_threshold: float
+    score_threshold: float
     future: asyncio.Future
 
 
 class DynamicBatcher:
-    """``await batcher.submit(image_bytes, mask_threshold) -> Detections``.
+    """``await batcher.submit(image_bytes, mask_threshold, score_threshold) -> Detections``.
 
-    predict: ``predict(list_of_image_bytes, mask_threshold=...) -> list[Detections]`` (blocking).
+    predict: ``predict(list_of_image_bytes, mask_threshold=..., score_threshold=[one per image])
+    -> list[Detections]`` (blocking).
     on_batch: called with ``(batch_size, model_seconds)`` after each model call (metrics).
     """
 
@@ -66,11 +69,11 @@ class DynamicBatcher:
             await asyncio.gather(self._loop_task, *self._calls, return_exceptions=True)
         self._executor.shutdown(wait=False, cancel_futures=True)
 
-    async def submit(self, image: bytes, mask_threshold: float) -> Any:
+    async def submit(self, image: bytes, mask_threshold: float, score_threshold: float = 0.0) -> Any:
         if self._queue is None:
             raise RuntimeError("DynamicBatcher.start() was not awaited")
         future = asyncio.get_running_loop().create_future()
-        self._queue.put_nowait(_Item(image, float(mask_threshold), future))
+        self._queue.put_nowait(_Item(image, float(mask_threshold), float(score_threshold), future))
         return await future
 
     @property
@@ -98,18 +101,19 @@ class DynamicBatcher:
                 self._calls.add(task)
                 task.add_done_callback(self._calls.discard)
 
-    def _call(self, images: Sequence[bytes], threshold: float) -> list:
+    def _call(self, items: Sequence[_Item], threshold: float) -> list:
         start = time.perf_counter()
-        out = self._predict(list(images), mask_threshold=threshold)
+        out = self._predict([i.image for i in items], mask_threshold=threshold,
+                            score_threshold=[i.score_threshold for i in items])
         if self._on_batch is not None:
-            self._on_batch(len(images), time.perf_counter() - start)
+            self._on_batch(len(items), time.perf_counter() - start)
         return out
 
     async def _run(self, group: list[_Item], threshold: float) -> None:
         loop = asyncio.get_running_loop()
         try:
             try:
-                results = await loop.run_in_executor(self._executor, self._call, [i.image for i in group], threshold)
+                results = await loop.run_in_executor(self._executor, self._call, group, threshold)
                 outcomes: list[tuple[Any, BaseException | None]] = [(r, None) for r in results]
             except Exception as batch_error:  # noqa: BLE001 - isolate the failing image below
                 if len(group) == 1:
@@ -118,7 +122,7 @@ class DynamicBatcher:
                     outcomes = []
                     for item in group:
                         try:
-                            (result,) = await loop.run_in_executor(self._executor, self._call, [item.image], threshold)
+                            (result,) = await loop.run_in_executor(self._executor, self._call, [item], threshold)
                             outcomes.append((result, None))
                         except Exception as e:  # noqa: BLE001 - handed to the request
                             outcomes.append((None, e))

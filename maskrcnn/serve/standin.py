@@ -2,7 +2,7 @@
 
 Its "detections" are read off the image: instance ``c`` (class ``c + 1``) is the set of pixels
 whose channel ``c`` (R, G, B) exceeds ``mask_threshold * 255``, boxed tightly, scored by its area
-fraction. So a test knows the right answer from the image it sent, and the server's behaviour is
+fraction; only instances scoring ``>= score_threshold`` are returned. So a test knows the right answer from the image it sent, and the server's behaviour is
 measured without a model's cost or quality getting in the way. Same inputs, outputs, dtypes and
 padding rules as ``maskrcnn.train.export``; written with the model dir files the server reads.
 """
@@ -26,7 +26,7 @@ def _build_module():
         image.set_shape([None, None, 3])
         return image
 
-    def detect_one(image_bytes, threshold, padded):
+    def detect_one(image_bytes, threshold, score_threshold, padded):
         image = tf.cast(decode(image_bytes), tf.float32) / 255.0
         h, w = tf.shape(image)[0], tf.shape(image)[1]
         masks = tf.transpose(image, [2, 0, 1]) > threshold                       # [3, H, W]
@@ -39,25 +39,33 @@ def _build_module():
         y2 = h - tf.argmax(tf.cast(tf.reverse(rows, [1]), tf.int32), axis=1, output_type=tf.int32)
         x1 = tf.argmax(tf.cast(cols, tf.int32), axis=1, output_type=tf.int32)
         x2 = w - tf.argmax(tf.cast(tf.reverse(cols, [1]), tf.int32), axis=1, output_type=tf.int32)
+        scores = 0.2 + 0.8 * area / tf.cast(h * w, tf.float32)
+        valid = tf.logical_and(valid, scores >= score_threshold)
+        # Kept instances first, as the real export returns them.
+        kept_first = tf.argsort(tf.cast(valid, tf.int32), direction="DESCENDING", stable=True)
+        valid, masks, order = (tf.gather(t, kept_first) for t in (valid, masks, order))
+        boxes = tf.gather(tf.cast(tf.stack([y1, x1, y2, x2], axis=1), tf.float32), kept_first)
+        scores = tf.gather(scores, kept_first)
         keep = tf.cast(valid, tf.float32)
-        boxes = tf.cast(tf.stack([y1, x1, y2, x2], axis=1), tf.float32) * keep[:, None]
-        scores = (0.2 + 0.8 * area / tf.cast(h * w, tf.float32)) * keep
         classes = (order + 1) * tf.cast(valid, tf.int32)
-        binary = tf.pad(tf.cast(masks, tf.uint8), [[0, 0], [0, padded[0] - h], [0, padded[1] - w]])
-        return boxes, scores, classes, binary, tf.reduce_sum(tf.cast(valid, tf.int32))
+        binary = tf.cast(tf.logical_and(masks, valid[:, None, None]), tf.uint8)
+        binary = tf.pad(binary, [[0, 0], [0, padded[0] - h], [0, padded[1] - w]])
+        return boxes * keep[:, None], scores * keep, classes, binary, tf.reduce_sum(tf.cast(valid, tf.int32))
 
     class StandIn(tf.Module):
         @tf.function(input_signature=[
             tf.TensorSpec([None], tf.string, name="image_bytes"),
             tf.TensorSpec([None], tf.float32, name="mask_threshold"),
+            tf.TensorSpec([None], tf.float32, name="score_threshold"),
         ])
-        def serve(self, image_bytes, mask_threshold):
+        def serve(self, image_bytes, mask_threshold, score_threshold):
             sizes = tf.map_fn(lambda b: tf.shape(decode(b))[:2], image_bytes, fn_output_signature=tf.int32)
             padded = tf.reduce_max(sizes, axis=0)
             boxes, scores, classes, masks, num = tf.map_fn(
-                lambda args: detect_one(args[0], args[1], padded), (image_bytes, mask_threshold),
+                lambda args: detect_one(*args, padded), (image_bytes, mask_threshold, score_threshold),
                 fn_output_signature=(tf.float32, tf.float32, tf.int32, tf.uint8, tf.int32),
             )
+            masks = masks[:, :tf.reduce_max(num)]  # [N, M, Hmax, Wmax]: only kept detections have masks
             return {"num_detections": num, "boxes": boxes, "scores": scores, "classes": classes, "masks": masks,
                     "image_sizes": sizes}
 

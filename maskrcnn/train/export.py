@@ -51,20 +51,30 @@ def decode_image(image_bytes: tf.Tensor) -> tf.Tensor:
     return image
 
 
+def kept_detections(scores: tf.Tensor, num: tf.Tensor, score_threshold: tf.Tensor) -> tf.Tensor:
+    """int32 ``[N]``: how many of each image's leading detections have ``score >= score_threshold``.
+
+    scores: float32 ``[N, D]`` sorted descending within each image's first ``num`` slots (as
+    ``model.detect`` returns them); num: int32 ``[N]``; score_threshold: float32 ``[N]``.
+    """
+    valid = tf.sequence_mask(num, tf.shape(scores)[1])
+    return tf.reduce_sum(tf.cast(tf.logical_and(valid, scores >= score_threshold[:, None]), tf.int32), axis=1)
+
+
 def paste_binary_masks(
-    masks: tf.Tensor, boxes: tf.Tensor, size: tf.Tensor, threshold: tf.Tensor, num: tf.Tensor, padded_size: tf.Tensor
+    masks: tf.Tensor, boxes: tf.Tensor, size: tf.Tensor, threshold: tf.Tensor, num: tf.Tensor, padded_shape: tf.Tensor
 ) -> tf.Tensor:
-    """One image's box masks -> binary uint8 ``[D, Hmax, Wmax]`` at original size, zero-padded.
+    """One image's first ``num`` box masks -> binary uint8 ``[M, Hmax, Wmax]`` at original size, zero-padded.
 
     masks: float32 ``[D, m, m]`` probabilities; boxes: float32 ``[D, 4]`` ``[y1,x1,y2,x2]`` original px;
     size: int32 ``[2]`` (height, width); threshold: float32 scalar (a pixel is in the mask when its
-    probability is > threshold); num: valid detections (rows past it are all zero);
-    padded_size: int32 ``[2]`` (Hmax, Wmax) of the batch.
+    probability is > threshold); num: how many leading detections to paste (only those are pasted:
+    the paste is the cost that grows with detections x image area; rows past ``num`` are zero);
+    padded_shape: int32 ``[3]`` (M, Hmax, Wmax) of the batch, ``M >= num``.
     """
-    pasted = paste_masks(masks, boxes, size[0], size[1])  # [D, H, W] probabilities
-    valid = tf.sequence_mask(num, tf.shape(masks)[0])[:, None, None]
-    binary = tf.cast(tf.logical_and(pasted > threshold, valid), tf.uint8)
-    return tf.pad(binary, [[0, 0], [0, padded_size[0] - size[0]], [0, padded_size[1] - size[1]]])
+    pasted = paste_masks(masks[:num], boxes[:num], size[0], size[1])  # [num, H, W] probabilities
+    binary = tf.cast(pasted > threshold, tf.uint8)
+    return tf.pad(binary, [[0, padded_shape[0] - num], [0, padded_shape[1] - size[0]], [0, padded_shape[2] - size[1]]])
 
 
 class ServingModule(tf.Module):
@@ -85,23 +95,27 @@ class ServingModule(tf.Module):
         @tf.function(input_signature=[
             tf.TensorSpec([None], tf.string, name="image_bytes"),
             tf.TensorSpec([None], tf.float32, name="mask_threshold"),
+            tf.TensorSpec([None], tf.float32, name="score_threshold"),
         ])
-        def serve(image_bytes, mask_threshold):
+        def serve(image_bytes, mask_threshold, score_threshold):
             images, image_info = tf.map_fn(preprocess, image_bytes, fn_output_signature=preprocess_spec)
             det = self.model.detect(images, image_info)
             sizes = tf.cast(tf.round(image_info[:, 3:5]), tf.int32)
-            padded = tf.reduce_max(sizes, axis=0)
+            scores = tf.cast(det["scores"], tf.float32)
+            num = kept_detections(scores, tf.cast(det["num_detections"], tf.int32), score_threshold)
+            kept = tf.sequence_mask(num, tf.shape(scores)[1])  # [N, D]
+            boxes = tf.where(kept[..., None], tf.cast(det["boxes"], tf.float32), 0.0)
+            padded = tf.concat([tf.reduce_max(num, keepdims=True), tf.reduce_max(sizes, axis=0)], axis=0)
             masks = tf.map_fn(
                 lambda args: paste_binary_masks(*args, padded),
-                (tf.cast(det["masks"], tf.float32), tf.cast(det["boxes"], tf.float32), sizes, mask_threshold,
-                 det["num_detections"]),
+                (tf.cast(det["masks"], tf.float32), boxes, sizes, mask_threshold, num),
                 fn_output_signature=tf.TensorSpec([None, None, None], tf.uint8),
             )
             return {
-                "num_detections": tf.cast(det["num_detections"], tf.int32),
-                "boxes": tf.cast(det["boxes"], tf.float32),
-                "scores": tf.cast(det["scores"], tf.float32),
-                "classes": tf.cast(det["classes"], tf.int32),
+                "num_detections": num,
+                "boxes": boxes,
+                "scores": tf.where(kept, scores, 0.0),
+                "classes": tf.where(kept, tf.cast(det["classes"], tf.int32), 0),
                 "masks": masks,
                 "image_sizes": sizes,
             }
@@ -128,8 +142,10 @@ def verify_export(path: str | Path, detections_per_image: int) -> None:
             raise RuntimeError(f"export {path}: output {name!r} missing from {SIGNATURE}")
         if declared[name].dtype != dtype or declared[name].shape.rank != rank:
             raise RuntimeError(f"export {path}: output {name} is {declared[name]}, expected {dtype.name} rank {rank}")
-    out = fn(image_bytes=tf.constant([_probe_image()]), mask_threshold=tf.constant([0.5]))
-    expected = {"boxes": (1, detections_per_image, 4), "masks": (1, detections_per_image, 96, 128), "image_sizes": (1, 2)}
+    out = fn(image_bytes=tf.constant([_probe_image()]), mask_threshold=tf.constant([0.5]),
+             score_threshold=tf.constant([0.0]))
+    num = int(out["num_detections"][0])
+    expected = {"boxes": (1, detections_per_image, 4), "masks": (1, num, 96, 128), "image_sizes": (1, 2)}
     for name, shape in expected.items():
         if tuple(out[name].shape) != shape:
             raise RuntimeError(f"export {path}: {name} has shape {tuple(out[name].shape)}, expected {shape}")
@@ -167,7 +183,10 @@ class Detections:
 
 
 class Predictor:
-    """``predictor(list_of_image_bytes, mask_threshold=0.5) -> list[Detections]`` over a model dir."""
+    """``predictor(list_of_image_bytes, mask_threshold=0.5, score_threshold=0.0) -> list[Detections]``.
+
+    Only detections with ``score >= score_threshold`` are returned (and have their masks pasted).
+    """
 
     def __init__(self, saved_model_dir: str | Path, class_map: Mapping[str, Mapping[str, Any]]):
         self._fn = tf.saved_model.load(str(saved_model_dir)).signatures[SIGNATURE]
@@ -179,13 +198,18 @@ class Predictor:
             self._coco_ids[cid], self._names[cid] = coco_id, name
         self.class_map = dict(class_map)
 
-    def __call__(self, images: Sequence[bytes], mask_threshold: float = 0.5) -> list[Detections]:
-        """A file that cannot be decoded raises ``tf.errors.InvalidArgumentError``."""
+    def __call__(
+        self, images: Sequence[bytes], mask_threshold: float = 0.5, score_threshold: float | Sequence[float] = 0.0
+    ) -> list[Detections]:
+        """``score_threshold``: one value for all images or one per image. A file that cannot be
+        decoded raises ``tf.errors.InvalidArgumentError``."""
         if not images:
             return []
+        score_thresholds = np.broadcast_to(np.asarray(score_threshold, np.float32), [len(images)])
         out = self._fn(
             image_bytes=tf.constant(list(images), tf.string),
             mask_threshold=tf.fill([len(images)], tf.constant(mask_threshold, tf.float32)),
+            score_threshold=tf.constant(score_thresholds),
         )
         out = {k: v.numpy() for k, v in out.items()}
         results = []

@@ -41,7 +41,8 @@ def test_ranks_split_the_images_without_overlap(tiny_shards, synth_coco):
 def test_inference_converts_every_image(tiny_shards):
     calls = []
 
-    def predictor(images, mask_threshold):
+    def predictor(images, mask_threshold, score_threshold):
+        assert score_threshold == 0.0  # the COCO protocol scores every detection the model keeps
         calls.append((len(images), mask_threshold))
         return [SimpleNamespace(boxes=np.array([[1, 2, 5, 9]], np.float32), scores=np.array([0.9], np.float32),
                                 category_ids=np.array([3]), masks=np.ones((1, 4, 4), np.uint8)) for _ in images]

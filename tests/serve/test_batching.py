@@ -13,12 +13,14 @@ from maskrcnn.serve.batching import DynamicBatcher
 class RecordingPredictor:
     def __init__(self, delay: float = 0.0):
         self.calls: list[tuple[list[bytes], float]] = []
+        self.score_thresholds: list[list[float]] = []
         self.delay = delay
         self.lock = threading.Lock()
 
-    def __call__(self, images, mask_threshold=0.5):
+    def __call__(self, images, mask_threshold=0.5, score_threshold=0.0):
         with self.lock:
             self.calls.append((list(images), mask_threshold))
+            self.score_thresholds.append(list(score_threshold))
         if b"bad" in images:
             raise ValueError("cannot decode")
         threading.Event().wait(self.delay)
@@ -50,6 +52,22 @@ def test_batch_size_is_capped_and_thresholds_never_mix():
     assert all(len(images) <= 3 for images, _ in predictor.calls)
     assert all(len({thr}) == 1 for _, thr in predictor.calls)
     assert sorted(len(i) for i, _ in predictor.calls) == [1, 1, 3]
+
+
+def test_score_thresholds_travel_per_image_in_a_shared_call():
+    predictor = RecordingPredictor()
+    batcher = DynamicBatcher(predictor, max_batch_size=8, max_wait_s=0.05)
+
+    async def run():
+        await batcher.start()
+        try:
+            return await asyncio.gather(*(batcher.submit(f"s{i}".encode(), 0.5, score) for i, score in
+                                          enumerate([0.1, 0.9, 0.5])))
+        finally:
+            await batcher.stop()
+
+    assert asyncio.run(run()) == ["s0@0.5", "s1@0.5", "s2@0.5"]
+    assert predictor.calls == [([b"s0", b"s1", b"s2"], 0.5)] and predictor.score_thresholds == [[0.1, 0.9, 0.5]]
 
 
 def test_a_bad_image_fails_only_its_own_request():

@@ -89,6 +89,18 @@ def test_thresholds(client):
     assert names(score_threshold=0.0, mask_threshold=0.6) == ["red"]   # blue pixels 0.59 < 0.6
 
 
+def test_standin_returns_only_detections_at_or_above_the_score_threshold(predictor):
+    pixels = np.zeros((20, 30, 3), np.uint8)
+    pixels[2:6, 3:9, 0] = 255          # red: score 0.232
+    pixels[10:20, :, 2] = 150          # blue: score 0.6
+    everything, blue_only = predictor([encode_png(pixels)] * 2, score_threshold=[0.0, 0.5])
+    assert sorted(everything.category_names) == ["blue", "red"]
+    assert blue_only.category_names == ["blue"] and blue_only.masks.shape == (1, 20, 30)
+    k = everything.category_names.index("blue")
+    np.testing.assert_array_equal(blue_only.masks[0], everything.masks[k])
+    assert blue_only.scores[0] == everything.scores[k]
+
+
 def test_empty_result_is_an_empty_list(client):
     reply = client.post("/predict", json={"img_id": "x", "img_data": b64(encode_png(np.zeros((8, 8, 3), np.uint8)))})
     assert reply.json() == {"annotations": []}

@@ -72,10 +72,10 @@ class _GatedPredictor:
     def __init__(self, inner):
         self.inner, self.gate, self.armed = inner, threading.Event(), False
 
-    def __call__(self, images, mask_threshold=0.5):
+    def __call__(self, images, mask_threshold=0.5, score_threshold=0.0):
         if self.armed:                     # not during the warm-up call
             self.gate.wait(30)
-        return self.inner(images, mask_threshold=mask_threshold)
+        return self.inner(images, mask_threshold=mask_threshold, score_threshold=score_threshold)
 
 
 def test_overload_answers_503_with_retry_after(standin_model_dir):
@@ -155,11 +155,11 @@ def test_a_failing_model_call_is_a_500_and_the_server_stays_up(standin_model_dir
     real = load_predictor(standin_model_dir)
     calls = []
 
-    def flaky(images, mask_threshold=0.5):
+    def flaky(images, mask_threshold=0.5, score_threshold=0.0):
         calls.append(len(images))
         if len(calls) == 2:                      # the warm-up is call 1
             raise RuntimeError("device lost")
-        return real(images, mask_threshold=mask_threshold)
+        return real(images, mask_threshold=mask_threshold, score_threshold=score_threshold)
 
     with TestClient(create_app(standin_model_dir, loader=lambda d: flaky)) as c:
         wait_ready(c)

@@ -50,13 +50,14 @@ def test_signature_declares_the_contract(tiny_model_dir):
     fn = tf.saved_model.load(str(tiny_model_dir / "saved_model")).signatures[SIGNATURE]
     inputs = fn.structured_input_signature[1]
     assert inputs["image_bytes"].dtype == tf.string and inputs["image_bytes"].shape.as_list() == [None]
-    assert inputs["mask_threshold"].dtype == tf.float32 and inputs["mask_threshold"].shape.as_list() == [None]
+    for name in ("mask_threshold", "score_threshold"):
+        assert inputs[name].dtype == tf.float32 and inputs[name].shape.as_list() == [None], name
     outputs = fn.structured_outputs
     assert set(outputs) == set(OUTPUTS)
     cfg = load_yaml(str(tiny_model_dir / "config.yaml"))
     d = cfg.TEST.DETECTIONS_PER_IMAGE
     expected = {"num_detections": [None], "boxes": [None, d, 4], "scores": [None, d], "classes": [None, d],
-                "masks": [None, d, None, None], "image_sizes": [None, 2]}
+                "masks": [None, None, None, None], "image_sizes": [None, 2]}
     for name, shape in expected.items():
         assert outputs[name].dtype == OUTPUTS[name][0], name
         assert outputs[name].shape.as_list() == shape, name
@@ -66,7 +67,7 @@ def test_exported_graph_equals_detect_plus_paste(restored, synth_coco):
     model, cfg, model_dir = restored
     images = [_image_bytes(synth_coco, 0), _png(150, 230)]
     fn = tf.saved_model.load(str(model_dir / "saved_model")).signatures[SIGNATURE]
-    out = fn(image_bytes=tf.constant(images), mask_threshold=tf.constant([0.5, 0.3]))
+    out = fn(image_bytes=tf.constant(images), mask_threshold=tf.constant([0.5, 0.3]), score_threshold=tf.constant([0.0, 0.0]))
     heights = []
     for i, (data, threshold) in enumerate(zip(images, [0.5, 0.3])):
         decoded = tf.io.decode_image(data, channels=3, expand_animations=False)
@@ -87,7 +88,30 @@ def test_exported_graph_equals_detect_plus_paste(restored, synth_coco):
         assert got.any()
         assert not out["masks"][i, :, h:, :].numpy().any() and not out["masks"][i, :, :, w:].numpy().any()
         assert not out["masks"][i, n:].numpy().any()
-    assert out["masks"].shape[2] == max(heights)
+    assert out["masks"].shape[1] == max(out["num_detections"]) and out["masks"].shape[2] == max(heights)
+
+
+def test_score_threshold_returns_the_same_leading_detections(restored, synth_coco):
+    """Per-image score thresholds keep exactly the detections scoring at or above them, with the
+    same boxes, classes and masks as an unthresholded call, and paste nothing else."""
+    _, _, model_dir = restored
+    images = [_image_bytes(synth_coco, 0), _png(150, 230)]
+    fn = tf.saved_model.load(str(model_dir / "saved_model")).signatures[SIGNATURE]
+    everything = fn(image_bytes=tf.constant(images), mask_threshold=tf.constant([0.5, 0.5]),
+                    score_threshold=tf.constant([0.0, 0.0]))
+    n0 = int(everything["num_detections"][0])
+    assert n0 >= 3
+    threshold = float(everything["scores"][0, n0 // 2])  # keeps about half of image 0's detections
+    some = fn(image_bytes=tf.constant(images), mask_threshold=tf.constant([0.5, 0.5]),
+              score_threshold=tf.constant([threshold, 2.0]))  # nothing scores 2.0
+    k = int(some["num_detections"][0])
+    assert k == int(np.sum(everything["scores"][0, :n0].numpy() >= threshold)) and 0 < k < n0
+    assert int(some["num_detections"][1]) == 0 and some["masks"].shape[1] == k
+    for name in ("boxes", "scores", "classes"):
+        np.testing.assert_array_equal(some[name][0, :k], everything[name][0, :k])
+        assert not some[name][:, k:].numpy().any() and not some[name][1].numpy().any()
+    np.testing.assert_array_equal(some["masks"][0], everything["masks"][0, :k])
+    assert not some["masks"][1].numpy().any()
 
 
 def test_predictor_trims_and_maps_categories(restored, synth_coco):
@@ -103,6 +127,9 @@ def test_predictor_trims_and_maps_categories(restored, synth_coco):
         assert det.masks.shape == (n, *det.image_size) and det.masks.dtype == np.uint8
         assert np.all(np.diff(det.scores) <= 1e-6) or n < 2
         assert [(int(c), s) for c, s in zip(det.category_ids, det.category_names)] == [by_contiguous[int(c)] for c in det.classes]
+    kept = predictor([_image_bytes(synth_coco, 1)], mask_threshold=0.2, score_threshold=float(low.scores[0]))[0]
+    np.testing.assert_array_equal(kept.scores, low.scores[low.scores >= low.scores[0]])
+    np.testing.assert_array_equal(kept.masks, low.masks[:len(kept.scores)])
     # A higher mask threshold never grows a mask.
     strict = predictor([_png(64, 96)], mask_threshold=0.9)[0]
     assert np.all(strict.masks <= high.masks)
