@@ -50,27 +50,32 @@ def detect_boxes(
     return nms_boxes, tf.where(slot_valid, nms_scores, 0.0), classes, num
 
 
-def paste_masks(masks: tf.Tensor, boxes: tf.Tensor, height: tf.Tensor, width: tf.Tensor) -> tf.Tensor:
-    """Paste box-relative masks into an image of ``height x width`` pixels.
+def paste_masks(
+    masks: tf.Tensor, boxes: tf.Tensor, height: tf.Tensor, width: tf.Tensor, top: tf.Tensor = 0, left: tf.Tensor = 0
+) -> tf.Tensor:
+    """Paste box-relative masks into an image of ``height x width`` pixels, or a window of one.
 
     Args:
         masks: ``[N, m, m]`` float probabilities, covering each box.
         boxes: ``[N, 4]`` ``[y1, x1, y2, x2]`` in pixels of the target image.
-        height, width: int scalars (tensors or ints), the target image size.
+        height, width: int scalars (tensors or ints), the target image size, or the window's.
+        top, left: int scalars, the window's first row and column in the image (0: the whole image).
     Returns:
         ``[N, height, width]`` float32: each pixel centre's value bilinearly interpolated from the
         mask, which is taken as zero outside its box (a pixel centre on the box edge gets half the
-        border value, so a 0.5 threshold ends the object at the box edge). Every op has a CPU kernel.
+        border value, so a 0.5 threshold ends the object at the box edge); beyond half a mask cell
+        outside the box the value is exactly 0. A window holds the same values as the same pixels
+        of the whole image. Every op has a CPU kernel.
     """
     masks = tf.cast(masks, tf.float32)
     boxes = tf.cast(boxes, tf.float32)
     num, size = tf.shape(masks)[0], tf.shape(masks)[1]
-    height = tf.cast(height, tf.int32)
-    width = tf.cast(width, tf.int32)
+    top, left = tf.cast(top, tf.int32), tf.cast(left, tf.int32)
+    bottom, right = top + tf.cast(height, tf.int32), left + tf.cast(width, tf.int32)
     y1, x1, y2, x2 = tf.unstack(boxes, 4, axis=-1)
     size_f = tf.cast(size, tf.float32)
-    pixel_y = tf.range(tf.cast(height, tf.float32)) + 0.5  # pixel centres, continuous coordinates
-    pixel_x = tf.range(tf.cast(width, tf.float32)) + 0.5
+    pixel_y = tf.cast(tf.range(top, bottom), tf.float32) + 0.5  # pixel centres, continuous coordinates
+    pixel_x = tf.cast(tf.range(left, right), tf.float32) + 0.5
     # Mask pixel-index coordinate of every image pixel centre: (p - y1) / box_h * m - 0.5.
     ys = (pixel_y[None] - y1[:, None]) / tf.maximum(y2 - y1, 1e-6)[:, None] * size_f - 0.5
     xs = (pixel_x[None] - x1[:, None]) / tf.maximum(x2 - x1, 1e-6)[:, None] * size_f - 0.5

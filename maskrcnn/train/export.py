@@ -2,7 +2,8 @@
 
 Everything between encoded image bytes and pasted binary masks runs inside the exported graph:
 decode (JPEG/PNG/BMP/GIF first frame, 3 channels), the pipeline's own ``preprocess_image`` (resize,
-normalize, pad), ``model.detect``, mask pasting at the original size and thresholding. Evaluation
+normalize, pad), ``model.detect``, mask pasting at the original size and thresholding (only for the
+detections at or above the caller's score threshold, each only over its box's window). Evaluation
 and serving both call this graph, so neither can drift from the training preprocessing. Every op
 used has a CPU kernel (a serving pod may have no GPU); the export is reloaded and run once on a
 generated image before it replaces a previous export.
@@ -61,20 +62,47 @@ def kept_detections(scores: tf.Tensor, num: tf.Tensor, score_threshold: tf.Tenso
     return tf.reduce_sum(tf.cast(tf.logical_and(valid, scores >= score_threshold[:, None]), tf.int32), axis=1)
 
 
+def paste_binary_mask(
+    mask: tf.Tensor, box: tf.Tensor, size: tf.Tensor, threshold: tf.Tensor, padded_size: tf.Tensor
+) -> tf.Tensor:
+    """One box mask -> binary uint8 ``[Hmax, Wmax]``, interpolated only over the box's window.
+
+    mask: float32 ``[m, m]``; box: float32 ``[4]`` ``[y1,x1,y2,x2]`` original px; size: int32 ``[2]``
+    (height, width); threshold: float32 scalar >= 0; padded_size: int32 ``[2]`` (Hmax, Wmax).
+    Equal to thresholding ``paste_masks`` over the whole image: past half a mask cell outside the
+    box the pasted value is exactly 0, and the window reaches a full cell plus a pixel beyond it.
+    """
+    cells = tf.cast(tf.shape(mask)[0], tf.float32)
+    y1, x1, y2, x2 = tf.unstack(box)
+    cell_h = tf.maximum(y2 - y1, 1e-6) / cells
+    cell_w = tf.maximum(x2 - x1, 1e-6) / cells
+    top = tf.clip_by_value(tf.cast(tf.floor(y1 - cell_h), tf.int32) - 1, 0, size[0])
+    bottom = tf.clip_by_value(tf.cast(tf.math.ceil(y2 + cell_h), tf.int32) + 1, top, size[0])
+    left = tf.clip_by_value(tf.cast(tf.floor(x1 - cell_w), tf.int32) - 1, 0, size[1])
+    right = tf.clip_by_value(tf.cast(tf.math.ceil(x2 + cell_w), tf.int32) + 1, left, size[1])
+    window = paste_masks(mask[None], box[None], bottom - top, right - left, top, left)[0]
+    binary = tf.cast(window > threshold, tf.uint8)
+    return tf.pad(binary, [[top, padded_size[0] - bottom], [left, padded_size[1] - right]])
+
+
 def paste_binary_masks(
     masks: tf.Tensor, boxes: tf.Tensor, size: tf.Tensor, threshold: tf.Tensor, num: tf.Tensor, padded_shape: tf.Tensor
 ) -> tf.Tensor:
     """One image's first ``num`` box masks -> binary uint8 ``[M, Hmax, Wmax]`` at original size, zero-padded.
 
     masks: float32 ``[D, m, m]`` probabilities; boxes: float32 ``[D, 4]`` ``[y1,x1,y2,x2]`` original px;
-    size: int32 ``[2]`` (height, width); threshold: float32 scalar (a pixel is in the mask when its
-    probability is > threshold); num: how many leading detections to paste (only those are pasted:
-    the paste is the cost that grows with detections x image area; rows past ``num`` are zero);
+    size: int32 ``[2]`` (height, width); threshold: float32 scalar >= 0 (a pixel is in the mask when
+    its probability is > threshold); num: how many leading detections to paste (the paste's cost
+    grows with detections x box area, so only those are pasted; rows past ``num`` are zero);
     padded_shape: int32 ``[3]`` (M, Hmax, Wmax) of the batch, ``M >= num``.
     """
-    pasted = paste_masks(masks[:num], boxes[:num], size[0], size[1])  # [num, H, W] probabilities
-    binary = tf.cast(pasted > threshold, tf.uint8)
-    return tf.pad(binary, [[0, padded_shape[0] - num], [0, padded_shape[1] - size[0]], [0, padded_shape[2] - size[1]]])
+    count = tf.maximum(num, 1)  # map_fn cannot stack zero elements of unknown shape; the extra row is dropped
+    pasted = tf.map_fn(
+        lambda args: paste_binary_mask(*args, size, threshold, padded_shape[1:]),
+        (masks[:count], boxes[:count]),
+        fn_output_signature=tf.TensorSpec([None, None], tf.uint8),
+    )
+    return tf.pad(pasted[:num], [[0, padded_shape[0] - num], [0, 0], [0, 0]])
 
 
 class ServingModule(tf.Module):

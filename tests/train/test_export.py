@@ -16,7 +16,7 @@ from maskrcnn.errors import UserError
 from maskrcnn.model.mask_rcnn import MaskRCNN
 from maskrcnn.model.postprocess import paste_masks
 from maskrcnn.train.checkpoint import CHECKPOINT_SUBDIR, variables_by_path
-from maskrcnn.train.export import OUTPUTS, SIGNATURE, export_saved_model, load_predictor
+from maskrcnn.train.export import OUTPUTS, SIGNATURE, export_saved_model, load_predictor, paste_binary_masks
 
 
 def _image_bytes(synth_coco, index=0):
@@ -112,6 +112,28 @@ def test_score_threshold_returns_the_same_leading_detections(restored, synth_coc
         assert not some[name][:, k:].numpy().any() and not some[name][1].numpy().any()
     np.testing.assert_array_equal(some["masks"][0], everything["masks"][0, :k])
     assert not some["masks"][1].numpy().any()
+
+
+def test_window_paste_equals_whole_image_paste():
+    """Pasting each mask only over its box's window gives the same binary masks as pasting over the
+    whole image, for boxes crossing the image border, tiny and degenerate boxes, and any threshold."""
+    rng = np.random.default_rng(3)
+    height, width, d = 61, 83, 40
+    masks = tf.constant(rng.random((d, 14, 14)), tf.float32)
+    y1, x1 = rng.uniform(-15, height, d), rng.uniform(-15, width, d)
+    box_h = rng.uniform(0, 60, d) * (rng.random(d) > 0.1)          # some zero-height boxes
+    box_w = np.where(rng.random(d) > 0.8, rng.uniform(0, 1.5, d), rng.uniform(0, 60, d))
+    boxes = tf.constant(np.stack([y1, x1, y1 + box_h, x1 + box_w], axis=1), tf.float32)
+    size = tf.constant([height, width])
+    for threshold in (0.0, 0.3, 0.5):
+        for num in (0, 1, d):
+            got = paste_binary_masks(masks, boxes, size, tf.constant(threshold), tf.constant(num),
+                                     tf.constant([d + 1, height + 3, width + 2])).numpy()
+            assert got.shape == (d + 1, height + 3, width + 2)
+            whole = (paste_masks(masks[:num], boxes[:num], height, width).numpy() > threshold).astype(np.uint8)
+            np.testing.assert_array_equal(got[:num, :height, :width], whole)
+            assert not got[num:].any() and not got[:, height:].any() and not got[:, :, width:].any()
+    assert whole.any()
 
 
 def test_predictor_trims_and_maps_categories(restored, synth_coco):
