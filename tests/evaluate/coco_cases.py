@@ -115,6 +115,15 @@ def exact_detections(gt: dict) -> list[dict]:
     return dets
 
 
+def _results_for(dets: list[dict], iou_type: str) -> list[dict]:
+    """A copy of the detections as the evaluators take them (no bbox for segm: the area comes from the mask)."""
+    results = copy.deepcopy(dets)
+    if iou_type == "segm":
+        for d in results:
+            d.pop("bbox", None)
+    return results
+
+
 def pycocotools_stats(gt: dict, dets: list[dict], iou_type: str) -> tuple[np.ndarray, np.ndarray]:
     """Plain pycocotools: ``(stats[12], precision[T,R,K,A,M])`` (bbox dropped for segm, as ours)."""
     from pycocotools.coco import COCO
@@ -124,10 +133,7 @@ def pycocotools_stats(gt: dict, dets: list[dict], iou_type: str) -> tuple[np.nda
         coco_gt = COCO()
         coco_gt.dataset = copy.deepcopy(gt)
         coco_gt.createIndex()
-        results = copy.deepcopy(dets)
-        if iou_type == "segm":
-            for d in results:
-                d.pop("bbox", None)
+        results = _results_for(dets, iou_type)
         if results:
             coco_dt = coco_gt.loadRes(results)
         else:                       # pycocotools' loadRes cannot take an empty list
@@ -148,10 +154,7 @@ def faster_coco_eval_stats(gt: dict, dets: list[dict], iou_type: str) -> tuple[n
     coco_gt = COCO()
     coco_gt.dataset = copy.deepcopy(gt)
     coco_gt.createIndex()
-    results = copy.deepcopy(dets)
-    if iou_type == "segm":
-        for d in results:
-            d.pop("bbox", None)
+    results = _results_for(dets, iou_type)
     ev = COCOeval_faster(coco_gt, coco_gt.loadRes(results), iou_type, print_function=lambda *a: None)
     ev.evaluate()
     ev.accumulate()
