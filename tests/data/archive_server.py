@@ -116,9 +116,11 @@ def _handler_for(server: ArchiveServer):
             self.send_header("Content-Length", str(len(body)))  # the full length, even when cut below
             self.end_headers()
             sent = body if cut_after is None else body[:cut_after]
+            # Recorded before the body goes out: once the client has read it, the test may look at
+            # the record straight away, before this handler thread would have got to it.
+            server.record(Served(path, range_header, status, len(sent)))
             self.wfile.write(sent)
             self.wfile.flush()
-            server.record(Served(path, range_header, status, len(sent)))
             if cut_after is not None:
                 self.close_connection = True
 
